@@ -1,0 +1,1 @@
+"""capturekit appliance: the capture daemon of one classroom photo station."""

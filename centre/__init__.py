@@ -1,0 +1,1 @@
+"""capturekit reference centre server (see ROADMAP; not built yet)."""
