@@ -3,15 +3,19 @@
 The same 18-character layout and check is used by Hong Kong/Macao/Taiwan residence permits
 (prefixes 81/82/83) and the 2023 foreigner permanent residence card (prefix 9), so one check
 covers every card a second-generation reader returns. Region codes are not checked against a
-table (python-stdnum's ``cn.ric`` does, and rejects permit numbers).
+table (python-stdnum's ``cn.ric`` does, and rejects permit numbers). The 2017 foreigner permanent
+residence card carries a 15-character number (3-letter nationality code + 12 digits) whose check
+is not public: it is accepted on its format alone.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 CHECK_CHARS = "10X98765432"
+FOREIGN_PR_2017 = re.compile(r"[A-Z]{3}[0-9]{12}")
 
 
 class InvalidIdNumber(ValueError):
@@ -36,6 +40,8 @@ def normalise(raw: str) -> str:
 def validate(raw: str) -> str:
     """Return the normalised number, or raise :class:`InvalidIdNumber` saying why."""
     number = normalise(raw)
+    if FOREIGN_PR_2017.fullmatch(number):
+        return number
     if len(number) == 15 and number.isdigit():
         raise InvalidIdNumber("old_15_digit", "15-digit first-generation numbers are not accepted")
     if len(number) != 18:
