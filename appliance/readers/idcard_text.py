@@ -105,9 +105,9 @@ def build_text(card_type: str = "", **fields: str) -> bytes:
     layout = LAYOUTS[card_type][1]
     block = bytearray(" ".encode("utf-16-le") * (TEXT_LEN // 2))
     known = {name for name, _, _ in layout}
-    for name, value in fields.items():
-        if name not in known:
-            raise KeyError(f"{name} is not a field of layout {card_type!r}")
+    unknown = set(fields) - known
+    if unknown:
+        raise KeyError(f"{sorted(unknown)} are not fields of layout {card_type!r}")
     for name, off, n in layout:
         raw = fields.get(name, "").encode("utf-16-le")
         if len(raw) > n:
