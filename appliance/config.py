@@ -1,0 +1,248 @@
+"""Kit configuration: one TOML file, validated at start-up with errors that name the bad key.
+
+Path: ``--config``, else ``$CAPTUREKIT_CONFIG``, else ``/etc/capturekit/kit.toml``. With no file at
+the default path the embedded defaults apply (simulated hardware, data in ``/var/lib/capturekit``),
+which is what a laptop wants; a kit gets its file from ansible. ``docs/configuration.md`` lists
+every key; ``capturekit config --defaults`` prints them as TOML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .session import SessionConfig
+
+DEFAULT_PATH = Path("/etc/capturekit/kit.toml")
+ENV_PATH = "CAPTUREKIT_CONFIG"
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    pin_factory: str = "mock"  # "mock" (simulated pins), "lgpio" (Pi 5 / Bookworm), "rpigpio", "default"
+
+
+@dataclass(frozen=True)
+class TriggerConfig:
+    pin: int = 17  # BCM number; pedal/button to ground, internal pull-up
+    pull_up: bool = True
+    bounce_s: float = 0.05  # debounce at the pin (lgpio: level must be stable this long)
+
+
+@dataclass(frozen=True)
+class StatusLedConfig:
+    red: int = 5
+    green: int = 6
+    blue: int = 13
+    active_high: bool = True  # False for a common-anode LED
+
+
+@dataclass(frozen=True)
+class BuzzerConfig:
+    pin: int = 12
+    active_high: bool = True
+
+
+@dataclass(frozen=True)
+class LightConfig:
+    pin: int = 18  # PWM dimming input of the panel driver
+    frequency_hz: int = 2000
+    idle: float = 0.2  # 0..1 levels per Light state; "shot" 1.0 means fully on, no PWM ripple
+    preview: float = 0.6
+    shot: float = 1.0
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    backend: str = "sim"  # "sim" | "picamera2"
+    width: int = 4056
+    height: int = 3040
+    jpeg_quality: int = 92
+    lores_width: int = 640  # small stream alongside every still, for QC and QR
+    lores_height: int = 480
+    exposure_us: int = 8000  # fixed exposure under the light panel (AE off)
+    analogue_gain: float = 1.0
+    colour_gains: tuple[float, float] = (1.8, 1.6)  # (red, blue) fixed white balance (AWB off)
+    timeout_s: float = 5.0  # per camera call
+    max_failures: int = 3  # consecutive failures before the daemon asks systemd for a restart
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    type: str = "sim"  # "sim" | "pcsc" | "sam" | "qr_scanner" | "qr_camera"
+    options: dict[str, Any] = field(default_factory=dict)  # passed to the reader (see docs/configuration.md)
+
+
+@dataclass(frozen=True)
+class RosterConfig:
+    path: str = ""  # roster SQLite file; empty: <data_dir>/roster.sqlite
+
+
+@dataclass(frozen=True)
+class Config:
+    kit_id: str = "kit-sim"
+    data_dir: str = "/var/lib/capturekit"
+    school: str = ""  # school code of the current sessions
+    control_socket: str = ""  # empty: <data_dir>/control.sock
+    log_level: str = "INFO"
+    gpio: GpioConfig = field(default_factory=GpioConfig)
+    trigger: TriggerConfig = field(default_factory=TriggerConfig)
+    status_led: StatusLedConfig = field(default_factory=StatusLedConfig)
+    buzzer: BuzzerConfig = field(default_factory=BuzzerConfig)
+    light: LightConfig = field(default_factory=LightConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    session: SessionConfig = field(default_factory=SessionConfig)
+    roster: RosterConfig = field(default_factory=RosterConfig)
+    readers: tuple[ReaderConfig, ...] = (ReaderConfig(),)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def roster_path(self) -> Path:
+        return Path(self.roster.path) if self.roster.path else self.data_path / "roster.sqlite"
+
+    @property
+    def control_path(self) -> Path:
+        return Path(self.control_socket) if self.control_socket else self.data_path / "control.sock"
+
+
+def _convert(value: Any, hint: Any, key: str) -> Any:
+    """Check/convert one TOML value against a type hint; raise ConfigError naming ``key``."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {type(value).__name__}")
+        return build(hint, value, key)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected an array, got {type(value).__name__}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+        return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if origin in (dict,) or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {type(value).__name__}")
+        return dict(value)
+    if origin in (types.UnionType, typing.Union):
+        for arg in typing.get_args(hint):
+            if arg is type(None) and value is None:
+                return None
+            try:
+                return _convert(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: {value!r} does not fit {hint}")
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint in (str, bool):
+        if type(value) is not hint:
+            raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {hint}")
+
+
+def build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a TOML table; unknown keys and wrong types are errors."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if key not in names:
+            raise ConfigError(f"{dotted}: unknown key (known: {', '.join(sorted(names))})")
+        kwargs[key] = _convert(value, hints[key], dotted)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{prefix or 'config'}: {exc}") from exc
+
+
+def _check(cfg: Config) -> None:
+    """Cross-field rules that types cannot express."""
+    rules = [
+        (cfg.camera.backend in ("sim", "picamera2"), "camera.backend: must be 'sim' or 'picamera2'"),
+        (cfg.gpio.pin_factory in ("mock", "lgpio", "rpigpio", "default"),
+         "gpio.pin_factory: must be mock, lgpio, rpigpio or default"),
+        (1 <= cfg.camera.jpeg_quality <= 100, "camera.jpeg_quality: must be 1..100"),
+        (all(0.0 <= v <= 1.0 for v in (cfg.light.idle, cfg.light.preview, cfg.light.shot)),
+         "light: levels must be within 0..1"),
+        (cfg.kit_id.replace("-", "").replace("_", "").isalnum(), "kit_id: letters, digits, '-' and '_' only"),
+        (cfg.session.double_press_s < cfg.session.retake_window_s,
+         "session.double_press_s: must be shorter than session.retake_window_s"),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise ConfigError(message)
+
+
+def load(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
+    """Load and validate the configuration (see module docstring for how the path is chosen)."""
+    explicit = path or os.environ.get(ENV_PATH)
+    file = Path(explicit) if explicit else DEFAULT_PATH
+    data: dict[str, Any] = {}
+    if file.exists():
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+    elif explicit:
+        raise ConfigError(f"{file}: no such configuration file")
+    if "readers" in data and isinstance(data["readers"], list):
+        data["readers"] = [dict(r) for r in data["readers"]]
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        cfg = build(Config, data)
+        _check(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{file if file.exists() else 'defaults'}: {exc}") from None
+    return cfg
+
+
+def defaults_toml() -> str:
+    """The embedded defaults as TOML text (for ``capturekit config --defaults``)."""
+    lines: list[str] = []
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return f'"{v}"'
+        if isinstance(v, tuple):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        return repr(v)
+
+    top = Config()
+    tables = []
+    for f in dataclasses.fields(top):
+        v = getattr(top, f.name)
+        if dataclasses.is_dataclass(v):
+            tables.append((f.name, v))
+        elif f.name != "readers":
+            lines.append(f"{f.name} = {fmt(v)}")
+    for name, table in tables:
+        lines += ["", f"[{name}]"]
+        lines += [f"{f.name} = {fmt(getattr(table, f.name))}" for f in dataclasses.fields(table)]
+    for r in top.readers:
+        lines += ["", "[[readers]]", f"type = {fmt(r.type)}"]
+    return "\n".join(lines) + "\n"

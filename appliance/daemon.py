@@ -1,0 +1,394 @@
+"""The capture daemon: adapters -> events -> session -> actions -> adapters. One loop, one thread.
+
+Adapters (gpiozero callbacks, reader threads, the camera worker, the control socket) only ever
+``post`` into a queue; the loop takes one item at a time, turns it into a session event (looking
+up the roster and journalling the read for identities), feeds the :class:`~appliance.session.Session`
+and carries out the actions in order. Journal and spool writes happen here, in short transactions,
+never while waiting on the camera: captures run in a single worker thread that posts
+``PhotoTaken``/``PhotoFailed`` and then the QC ``Verdict``.
+
+A :class:`~appliance.journal.StorageError` (a failed fsync, a full disk) is never retried: the
+session goes to FAULT (red LED, error beep) and the loop ends with exit code 70 so systemd restarts
+the daemon and recovery settles the journal. Repeated camera failures end it with 75 likewise.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from . import notify
+from .clock import SystemClock
+from .config import Config
+from .devices.camera import Camera, CameraError, Photo
+from .devices.gpio import Beeper, LightPanel, StatusLight, Trigger
+from .identity import Identity, Kind, Source, masked
+from .journal import Journal, StorageError
+from .readers import Reader
+from .recovery import recover
+from .roster import Roster, check_identity
+from .session import (
+    AcceptAnyway,
+    Beep,
+    FrameFailed,
+    IdentityPresented,
+    Light,
+    Note,
+    OpenShot,
+    OperatorCancel,
+    PhotoFailed,
+    PhotoTaken,
+    ReaderProblem,
+    RejectFrame,
+    ReopenShot,
+    Session,
+    SetLight,
+    Show,
+    ShowLed,
+    StorageFailed,
+    Stored,
+    StoreFrame,
+    TakePhoto,
+    Tick,
+    TriggerPressed,
+    Verdict,
+    VoidShot,
+)
+from .spool import Spool
+
+log = logging.getLogger("capturekit.daemon")
+console = logging.getLogger("capturekit.console")
+
+EXIT_STORAGE = 70  # EX_SOFTWARE: storage failed, restart and recover
+EXIT_CAMERA = 75  # EX_TEMPFAIL: camera keeps failing, restart
+
+
+@dataclass(frozen=True)
+class QcOutcome:
+    result: str  # pass | warn | fail
+    reasons: tuple[str, ...]
+    report: dict[str, Any] | None = None
+
+
+Assessor = Callable[[Photo], QcOutcome]
+
+
+def no_qc(photo: Photo) -> QcOutcome:
+    """Used when shot-time QC is not configured: every photo passes, and the record says QC was off."""
+    return QcOutcome("pass", ("qc_off",))
+
+
+@dataclass
+class Devices:
+    """Everything the daemon drives. GPIO devices are built by the daemon on ``pin_factory``."""
+
+    camera: Camera
+    readers: list[Reader]
+    pin_factory: Any = None
+
+
+@dataclass(frozen=True)
+class _Read:
+    identity: Identity
+    t: float
+
+
+@dataclass(frozen=True)
+class _Stop:
+    pass
+
+
+class Daemon:
+    """One capture station's I/O loop around a :class:`Session`."""
+
+    def __init__(self, cfg: Config, devices: Devices, clock: Any = None, assess: Assessor = no_qc,
+                 tick_s: float = 0.2) -> None:
+        self.cfg = cfg
+        self.devices = devices
+        self.clock = clock or SystemClock()
+        self.assess = assess
+        self.tick_s = tick_s
+        self.queue: queue.Queue[Any] = queue.Queue()
+        self.exit_code: int | None = None
+        self.recovered: list[str] = []
+        # photos in memory between capture and store/reject, and rejected frames the operator may still
+        # accept, keyed (shot, frame): (photo, QC outcome, wall time of capture)
+        self._photos: dict[tuple[int, int], tuple[Photo, QcOutcome, str]] = {}
+        self._rejected: dict[tuple[int, int], tuple[Photo, QcOutcome, str]] = {}
+        self._inflight: Future | None = None
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="camera")
+        self._camera_failures = 0
+        self._idle = threading.Event()
+        self._idle.set()
+
+    # ---- lifecycle
+    def start(self) -> None:
+        """Open storage, recover, build devices, start the camera and readers."""
+        cfg = self.cfg
+        data = cfg.data_path
+        self.journal = Journal(data / "journal.sqlite", cfg.kit_id, self.clock.wall)
+        self.spool = Spool(data / "spool")
+        self.recovered = recover(self.journal, self.spool)
+        self.roster = Roster(cfg.roster_path)
+        if self.roster.count() == 0:
+            log.warning("no roster at %s: every identity will be refused as not on roster", cfg.roster_path)
+        self.session = Session(cfg.session, self.journal.next_shot())
+        f = self.devices.pin_factory
+        self.status = StatusLight(cfg.status_led, f)
+        self.beeper = Beeper(cfg.buzzer, f)
+        self.light = LightPanel(cfg.light, f)
+        self.trigger = Trigger(cfg.trigger, f, self._on_trigger)
+        self.devices.camera.start()
+        for reader in self.devices.readers:
+            reader.start(self._reader_identity(reader), self._reader_problem(reader))
+        self.status.show(self.session.ctx.base_led)
+        self.light.set(Light.IDLE)
+        self.journal.event("daemon_start", f"next shot {self.session.next_shot}", session_id=self.session_id())
+        log.info("ready: kit %s, next shot %d, roster %d rows", cfg.kit_id, self.session.next_shot,
+                 self.roster.count())
+
+    def close(self) -> None:
+        for reader in self.devices.readers:
+            try:
+                reader.stop()
+            except Exception:
+                log.exception("stopping reader %s", getattr(reader, "name", reader))
+        self._worker.shutdown(wait=False, cancel_futures=True)
+        self.devices.camera.close()
+        for dev in ("trigger", "status", "beeper", "light"):
+            if hasattr(self, dev):
+                getattr(self, dev).close()
+        if hasattr(self, "journal"):
+            self.journal.close()
+            self.roster.close()
+
+    def session_id(self) -> int:
+        """The open session (a new one if ``capturekit session close`` ended the last)."""
+        sid = self.journal.current_session()
+        return sid if sid is not None else self.journal.open_session(self.cfg.school)
+
+    # ---- inputs (any thread)
+    def post(self, item: Any) -> None:
+        self.queue.put(item)
+
+    def _on_trigger(self) -> None:
+        self.post(TriggerPressed(self.clock.monotonic()))
+
+    def _reader_identity(self, reader: Reader) -> Callable[[Identity], None]:
+        return lambda identity: self.post(_Read(identity, self.clock.monotonic()))
+
+    def _reader_problem(self, reader: Reader) -> Callable[[str, str], None]:
+        def on_problem(code: str, detail: str) -> None:
+            log.warning("reader %s: %s: %s", reader.name, code, detail)
+            self.post(ReaderProblem(code, f"{reader.name}: {detail}", self.clock.monotonic()))
+        return on_problem
+
+    def cancel(self) -> None:
+        self.post(OperatorCancel(self.clock.monotonic()))
+
+    def accept_anyway(self) -> None:
+        self.post(AcceptAnyway(self.clock.monotonic()))
+
+    def stop(self) -> None:
+        self.post(_Stop())
+
+    # ---- the loop
+    def run(self) -> int:
+        """Serve until stopped or a fatal error; return the process exit code."""
+        notify.ready(f"kit {self.cfg.kit_id}: next shot {self.session.next_shot}")
+        while self.exit_code is None:
+            self.step(self.tick_s)
+            notify.watchdog()
+        notify.stopping()
+        return self.exit_code
+
+    def step(self, timeout: float | None) -> None:
+        """Handle one queued input, or a Tick if none arrives within ``timeout``."""
+        try:
+            item = self.queue.get(timeout=timeout) if timeout else self.queue.get_nowait()
+        except queue.Empty:
+            item = Tick(self.clock.monotonic())
+        if isinstance(item, _Stop):
+            self.exit_code = 0
+            return
+        if isinstance(item, _Read):
+            item = self._present(item)
+        self.dispatch(item)
+
+    def settle(self, limit: float = 30.0) -> None:
+        """Process everything queued, waiting for in-flight captures (simulator and tests)."""
+        while True:
+            while not self.queue.empty():
+                self.step(None)
+                if self.exit_code is not None:
+                    return
+            if not self._idle.wait(limit):
+                raise TimeoutError("camera worker did not finish")
+            if self.queue.empty():
+                return
+
+    def tick(self) -> None:
+        self.dispatch(Tick(self.clock.monotonic()))
+
+    def _present(self, read: _Read) -> IdentityPresented:
+        sid = self.session_id()
+        check = check_identity(read.identity, self.roster, self.journal, sid)
+        read_id = self.journal.record_read(sid, read.identity, check.status.value, check.detail)
+        log.info("identity %s: %s", read.identity, check.status)
+        return IdentityPresented(read.identity, check, read_id, read.t)
+
+    def dispatch(self, event: Any) -> None:
+        """Feed one event and carry out its actions, plus the events those actions produce."""
+        pending = [event]
+        while pending:
+            ev = pending.pop(0)
+            for action in self.session.handle(ev):
+                try:
+                    follow = self._do(action)
+                except StorageError as exc:
+                    log.critical("storage failed: %s", exc)
+                    pending = [StorageFailed(str(exc), self.clock.monotonic())]
+                    self.exit_code = EXIT_STORAGE
+                    break
+                if follow is not None:
+                    pending.append(follow)
+
+    # ---- actions
+    def _do(self, a: Any) -> Any:
+        j = self.journal
+        match a:
+            case OpenShot(shot, read_id):
+                j.open_shot(shot, self.session_id(), read_id)
+            case ReopenShot(shot, read_id):
+                j.event("shot_reopened", f"read {read_id}", shot, self.session_id())
+            case VoidShot(shot, reason):
+                j.void_shot(shot, reason)
+                self._forget_rejects(shot)
+                log.info("shot %d void: %s", shot, reason)
+            case TakePhoto(shot, frame):
+                self._take(shot, frame)
+            case StoreFrame():
+                return self._store(a)
+            case RejectFrame(shot, frame, reasons):
+                self._reject(shot, frame, reasons)
+            case FrameFailed(shot, frame, reason):
+                j.frame_failed(shot, frame, reason)
+                self._camera_failed(reason)
+            case Note(kind, detail, shot):
+                j.event(kind, detail, shot, self.session_id())
+            case Beep(tone):
+                self.beeper.play(tone)
+            case ShowLed(led):
+                self.status.show(led)
+            case SetLight(level):
+                self.light.set(level)
+            case Show(text):
+                console.info(text)
+            case _:
+                raise TypeError(f"unknown action {a!r}")
+        return None
+
+    def _take(self, shot: int, frame: int) -> None:
+        if self._inflight is not None and not self._inflight.done():
+            self.post(PhotoFailed(shot, frame, "camera busy: the previous capture has not returned",
+                                  self.clock.monotonic()))
+            return
+        self._idle.clear()
+        self._inflight = self._worker.submit(self._capture, shot, frame)
+
+    def _capture(self, shot: int, frame: int) -> None:
+        """Worker thread: capture, then QC; the photo is parked in memory and the results queued."""
+        try:
+            try:
+                photo = self.devices.camera.capture(shot, frame)
+            except Exception as exc:  # CameraError, or any bug in an adapter: never lose it silently
+                log.error("capture %d/%d failed: %s", shot, frame, exc, exc_info=not isinstance(exc, CameraError))
+                self.post(PhotoFailed(shot, frame, str(exc), self.clock.monotonic()))
+                return
+            captured_at = self.clock.wall()
+            try:
+                outcome = self.assess(photo)
+            except Exception as exc:
+                log.exception("QC failed on %d/%d", shot, frame)
+                outcome = QcOutcome("warn", (f"qc_error: {exc}",))
+            self._photos[(shot, frame)] = (photo, outcome, captured_at)
+            self.post(PhotoTaken(shot, frame, self.clock.monotonic()))
+            self.post(Verdict(shot, frame, outcome.result, outcome.reasons, self.clock.monotonic()))
+        finally:
+            self._idle.set()
+
+    def _camera_failed(self, reason: str) -> None:
+        self._camera_failures += 1
+        if self._camera_failures >= self.cfg.camera.max_failures:
+            log.critical("camera failed %d times in a row (%s): exiting for a restart",
+                         self._camera_failures, reason)
+            self.journal.event("camera_restart", reason, session_id=self.session_id())
+            self.exit_code = EXIT_CAMERA
+
+    def _record(self, shot: int, frame: int, photo: Photo, outcome: QcOutcome, captured_at: str,
+                a: StoreFrame, supersedes: str | None) -> dict[str, Any]:
+        info = self.journal.shot(shot)
+        return {
+            "kit_id": self.cfg.kit_id,
+            "journal_id": self.journal.journal_id,
+            "session": {"id": info.session_id, "school": self.cfg.school},
+            "shot": shot,
+            "frame": frame,
+            "identity": info.identity,
+            "roster_check": info.check_status,
+            "captured_at": captured_at,
+            "stored_at": self.clock.wall(),
+            "photo": {"width": photo.width, "height": photo.height, "camera": _jsonable(photo.metadata)},
+            "verdict": {"result": a.verdict, "reasons": list(a.reasons),
+                        "accepted_by_operator": a.accepted_by_operator,
+                        "qc": outcome.report},
+            "frames": self.journal.frames_of(shot),
+            "supersedes": supersedes,
+        }
+
+    def _store(self, a: StoreFrame) -> Stored:
+        shot, frame = a.shot, a.frame
+        source = self._rejected if a.accepted_by_operator else self._photos
+        photo, outcome, captured_at = source.pop((shot, frame))
+        self._camera_failures = 0
+        supersedes = self.journal.selected_capture_id(shot)
+        cid = self.journal.begin_frame(shot, frame, "outbox", a.verdict, a.reasons, a.accepted_by_operator,
+                                       supersedes)
+        record = self._record(shot, frame, photo, outcome, captured_at, a, supersedes)
+        written = self.spool.write_bundle(cid, photo.jpeg, record)
+        self.journal.finish_frame(shot, frame, written.sha256, written.size, f"outbox/{cid}")
+        self._forget_rejects(shot)
+        log.info("shot %d frame %d stored as %s (%s)", shot, frame, cid, masked_identity(record["identity"]))
+        return Stored(shot, frame, self.clock.monotonic())
+
+    def _reject(self, shot: int, frame: int, reasons: tuple[str, ...]) -> None:
+        entry = self._photos.pop((shot, frame), None)
+        if entry is None:
+            raise StorageError(f"no photo in memory for rejected frame {shot}/{frame}")
+        photo = entry[0]
+        self._camera_failures = 0
+        cid = self.journal.begin_frame(shot, frame, "rejects", "fail", reasons)
+        written = self.spool.keep_reject(cid, photo.jpeg)
+        self.journal.finish_frame(shot, frame, written.sha256, written.size, f"rejects/{written.path.name}")
+        self._rejected[(shot, frame)] = entry
+        log.info("shot %d frame %d rejected: %s", shot, frame, ", ".join(reasons))
+
+    def _forget_rejects(self, shot: int) -> None:
+        for key in [k for k in self._rejected if k[0] == shot]:
+            del self._rejected[key]
+
+
+def masked_identity(stored: dict[str, str]) -> str:
+    return masked(Identity(Kind(stored["kind"]), stored["key"], Source(stored["source"])))
+
+
+def _jsonable(meta: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in meta.items():
+        out[k] = list(v) if isinstance(v, tuple) else v if isinstance(v, int | float | str | bool | None) else str(v)
+    return out

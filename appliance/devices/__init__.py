@@ -1,0 +1,1 @@
+"""Hardware adapters (trigger, status LED, buzzer, light panel, camera), each with a simulated twin."""
