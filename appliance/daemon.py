@@ -148,7 +148,8 @@ class Daemon:
             reader.start(self._reader_identity(reader), self._reader_problem(reader))
         self.status.show(self.session.ctx.base_led)
         self.light.set(Light.IDLE)
-        self.journal.event("daemon_start", f"next shot {self.session.next_shot}", session_id=self.session_id())
+        self.journal.event("daemon_start", f"next shot {self.session.next_shot}",
+                           session_id=self.journal.current_session())
         log.info("ready: kit %s, next shot %d, roster %d rows", cfg.kit_id, self.session.next_shot,
                  self.roster.count())
 
@@ -179,8 +180,12 @@ class Daemon:
     def _on_trigger(self) -> None:
         self.post(TriggerPressed(self.clock.monotonic()))
 
+    def present_identity(self, identity: Identity) -> None:
+        """An identity from any source (readers, ``capturekit enter``)."""
+        self.post(_Read(identity, self.clock.monotonic()))
+
     def _reader_identity(self, reader: Reader) -> Callable[[Identity], None]:
-        return lambda identity: self.post(_Read(identity, self.clock.monotonic()))
+        return self.present_identity
 
     def _reader_problem(self, reader: Reader) -> Callable[[str, str], None]:
         def on_problem(code: str, detail: str) -> None:

@@ -280,7 +280,7 @@ class SessionProtocolError(RuntimeError):
 @dataclass(frozen=True)
 class SessionConfig:
     ready_timeout_s: float = 90.0  # identity accepted but no trigger: void the number
-    retake_window_s: float = 10.0  # trigger within this after a stored shot = retake
+    retake_window_s: float = 5.0  # trigger within this after a stored shot = retake (keep it short: see hardware.md)
     double_press_s: float = 0.8  # a second trigger this soon after the last accepted one is ignored
     capture_timeout_s: float = 8.0  # camera answer deadline
     verdict_timeout_s: float = 5.0  # quality-check deadline; past it the frame is kept with a warning

@@ -1,0 +1,228 @@
+"""The ``capturekit`` command.
+
+  capturekit run                 the capture daemon (devices from the config; simulated by default)
+  capturekit simulate -n 200     a scripted classroom through the real daemon, with a summary
+  capturekit status              shots, voids, frames and outbox of the current session
+  capturekit recover             settle the journal and spool after a crash (run also at daemon start)
+  capturekit roster load FILE    validate and install the school's roster CSV
+  capturekit session new|close   start a new classroom session / close the current one
+  capturekit cancel | accept     operator: void the pending shot / keep the frame QC rejected
+  capturekit selftest            bring-up check of every device on a real kit
+  capturekit config [--defaults] check the configuration / print the embedded defaults
+  capturekit diagram             the session state machine as a Mermaid diagram
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from . import config as config_mod
+from .config import Config, ConfigError
+
+log = logging.getLogger("capturekit")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 4056x3040, got {text!r}") from None
+    return w, h
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return config_mod.load(args.config, data_dir=getattr(args, "data_dir", None))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .control import ControlServer
+    from .daemon import Daemon
+    from .factory import build_devices
+
+    cfg = _config(args)
+    daemon = Daemon(cfg, build_devices(cfg))
+    daemon.start()
+    for r in daemon.recovered:
+        print(f"recovered: {r}")
+    control = ControlServer(cfg.control_path, daemon)
+    control.start()
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+    signal.signal(signal.SIGINT, lambda *_: daemon.stop())
+    try:
+        return daemon.run()
+    finally:
+        control.stop()
+        daemon.close()
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulate import format_summary, run, sim_config
+
+    base = config_mod.load(args.config)
+    data = Path(args.data_dir) if args.data_dir else Path("sim-runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    cfg = sim_config(base, data, args.size)
+    summary = run(cfg, args.students, seed=args.seed)
+    print(json.dumps(summary, ensure_ascii=False) if args.json else format_summary(summary))
+    return 1 if summary["mismatches"] else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import status_report
+
+    cfg = _config(args)
+    report = status_report(cfg)
+    print(json.dumps(report, ensure_ascii=False, indent=1) if args.json else report["text"])
+    return 0
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    from .clock import SystemClock
+    from .journal import Journal
+    from .recovery import recover
+    from .spool import Spool
+
+    cfg = _config(args)
+    journal = Journal(cfg.data_path / "journal.sqlite", cfg.kit_id, SystemClock().wall)
+    try:
+        done = recover(journal, Spool(cfg.data_path / "spool"))
+    finally:
+        journal.close()
+    print("\n".join(done) if done else "nothing to recover")
+    return 0
+
+
+def cmd_roster(args: argparse.Namespace) -> int:
+    from .roster import Roster, RosterError, load_csv
+
+    cfg = _config(args)
+    if args.action == "load":
+        try:
+            report = load_csv(Path(args.file), cfg.roster_path, args.encoding, args.skip_bad)
+        except (RosterError, OSError, UnicodeDecodeError) as exc:
+            print(f"roster not loaded: {exc}", file=sys.stderr)
+            return 2
+        print(f"roster loaded: {report.rows} students ({report.keys}), encoding {report.encoding}")
+        for line, problem in report.skipped:
+            print(f"  skipped line {line}: {problem}")
+        return 0
+    print(f"{cfg.roster_path}: {Roster(cfg.roster_path).count()} students")
+    return 0
+
+
+def cmd_session(args: argparse.Namespace) -> int:
+    from .clock import SystemClock
+    from .journal import Journal
+
+    cfg = _config(args)
+    journal = Journal(cfg.data_path / "journal.sqlite", cfg.kit_id, SystemClock().wall)
+    try:
+        current = journal.current_session()
+        if current is not None:
+            journal.close_session(current)
+            print(f"session {current} closed")
+        if args.action == "new":
+            print(f"session {journal.open_session(args.school or cfg.school, args.label)} opened")
+    finally:
+        journal.close()
+    return 0
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    from .control import ControlError, send
+
+    cfg = _config(args)
+    try:
+        print(send(cfg.control_path, {"cmd": args.command}))
+    except ControlError as exc:
+        print(f"{args.command} failed: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from .selftest import selftest
+
+    cfg = _config(args)
+    ok = selftest(cfg, wait_trigger_s=args.wait_trigger, out=print)
+    return 0 if ok else 1
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.defaults:
+        print(config_mod.defaults_toml(), end="")
+        return 0
+    cfg = _config(args)
+    print(f"configuration OK: kit {cfg.kit_id}, data {cfg.data_dir}, camera {cfg.camera.backend}, "
+          f"gpio {cfg.gpio.pin_factory}, readers {[r.type for r in cfg.readers]}")
+    return 0
+
+
+def cmd_diagram(args: argparse.Namespace) -> int:
+    from .session import mermaid
+
+    print(mermaid(), end="")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="capturekit", description="Diploma-photo capture kit.")
+    p.add_argument("--config", help=f"configuration file (default ${config_mod.ENV_PATH} or {config_mod.DEFAULT_PATH})")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def add(name: str, func, help: str, data_dir: bool = True) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=func)
+        if data_dir:
+            sp.add_argument("--data-dir", help="data directory (overrides the config's data_dir)")
+        return sp
+
+    add("run", cmd_run, "run the capture daemon")
+    sp = add("simulate", cmd_simulate, "run a scripted classroom through the real daemon with simulated devices")
+    sp.add_argument("-n", "--students", type=int, default=60)
+    sp.add_argument("--seed", type=int, default=1)
+    sp.add_argument("--size", type=_size, help="camera frame size, e.g. 1014x760 (default: config, 4056x3040)")
+    sp.add_argument("--json", action="store_true", help="print the summary as JSON")
+    sp.set_defaults(data_dir=None)
+    sp = add("status", cmd_status, "shots, voids, frames and outbox of the current session")
+    sp.add_argument("--json", action="store_true")
+    add("recover", cmd_recover, "settle journal and spool after a crash")
+    sp = add("roster", cmd_roster, "load or inspect the approved-graduate roster")
+    sp.add_argument("action", choices=["load", "info"])
+    sp.add_argument("file", nargs="?", help="CSV file (for load)")
+    sp.add_argument("--encoding", default="auto", help="CSV encoding (default: UTF-8, else GB18030)")
+    sp.add_argument("--skip-bad", action="store_true", help="load the good rows and list the bad ones")
+    sp = add("session", cmd_session, "start a new session or close the current one")
+    sp.add_argument("action", choices=["new", "close"])
+    sp.add_argument("--school", default="")
+    sp.add_argument("--label", default="")
+    for name, help in (("cancel", "void the pending shot"), ("accept", "keep the frame QC just rejected")):
+        sp = add(name, cmd_control, f"operator: {help}")
+        sp.set_defaults(command=name)
+    sp = add("selftest", cmd_selftest, "bring-up check of camera, LEDs, buzzer, light panel, trigger and readers")
+    sp.add_argument("--wait-trigger", type=float, default=10.0, help="seconds to wait for a pedal press (0: skip)")
+    sp = add("config", cmd_config, "check the configuration")
+    sp.add_argument("--defaults", action="store_true", help="print the embedded defaults as TOML")
+    add("diagram", cmd_diagram, "print the session state diagram (Mermaid)", data_dir=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO if args.cmd == "run" else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
