@@ -149,7 +149,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     from .selftest import selftest
 
     cfg = _config(args)
-    ok = selftest(cfg, wait_trigger_s=args.wait_trigger, out=print)
+    ok = selftest(cfg, wait_trigger_s=args.wait_trigger, out=print, pause=args.pause)
     return 0 if ok else 1
 
 
@@ -207,6 +207,7 @@ def parser() -> argparse.ArgumentParser:
         sp.set_defaults(command=name)
     sp = add("selftest", cmd_selftest, "bring-up check of camera, LEDs, buzzer, light panel, trigger and readers")
     sp.add_argument("--wait-trigger", type=float, default=10.0, help="seconds to wait for a pedal press (0: skip)")
+    sp.add_argument("--pause", type=float, default=0.3, help="seconds each LED state, tone and level is shown")
     sp = add("config", cmd_config, "check the configuration")
     sp.add_argument("--defaults", action="store_true", help="print the embedded defaults as TOML")
     add("diagram", cmd_diagram, "print the session state diagram (Mermaid)", data_dir=False)

@@ -108,6 +108,7 @@ def load_csv(csv_path: Path, db_path: Path, encoding: str = "auto", skip_bad: bo
     good: list[tuple] = []
     for line, row in rows:
         keys = {}
+        before = len(problems)
         for kind, col in KEY_COLUMNS.items():
             value = row.get(col) or ""
             if not value:
@@ -118,6 +119,8 @@ def load_csv(csv_path: Path, db_path: Path, encoding: str = "auto", skip_bad: bo
                 keys[col] = make(kind, value, "manual").key
             except (idnumber.InvalidIdNumber, InvalidIdentity) as exc:
                 problems.append((line, f"{col}: {exc}"))
+        if len(problems) > before:
+            continue
         if not keys:
             problems.append((line, "no identity key in this row"))
             continue
