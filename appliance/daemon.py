@@ -352,7 +352,7 @@ class Daemon:
             "verdict": {"result": a.verdict, "reasons": list(a.reasons),
                         "accepted_by_operator": a.accepted_by_operator,
                         "qc": outcome.report},
-            "frames": self.journal.frames_of(shot),
+            "frames": [{**f, "status": "stored"} if f["frame"] == frame else f for f in self.journal.frames_of(shot)],
             "supersedes": supersedes,
         }
 
