@@ -23,6 +23,9 @@ DEFAULT_PATH = Path("/etc/capturekit/kit.toml")
 ENV_PATH = "CAPTUREKIT_CONFIG"
 
 
+READER_TYPES = ("sim", "pcsc", "sam", "qr_scanner", "qr_camera")
+
+
 class ConfigError(ValueError):
     """A configuration problem; the message names the file and the key."""
 
@@ -84,6 +87,16 @@ class ReaderConfig:
 
 
 @dataclass(frozen=True)
+class MakeupQrConfig:
+    """Verification of the centre's signed make-up QR codes (docs/qr-format.md)."""
+
+    public_keys: tuple[str, ...] = ()  # the centre's Ed25519 public keys, base64; none: make-up codes refused
+    scopes: tuple[str, ...] = ()  # school codes this kit photographs; empty: the top-level `school`
+    leeway_seconds: float = 600.0  # tolerated clock difference at both ends of the validity window
+    revoked: tuple[str, ...] = ()  # code ids (hex) the centre withdrew
+
+
+@dataclass(frozen=True)
 class RosterConfig:
     path: str = ""  # roster SQLite file; empty: <data_dir>/roster.sqlite
 
@@ -103,6 +116,7 @@ class Config:
     camera: CameraConfig = field(default_factory=CameraConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
     roster: RosterConfig = field(default_factory=RosterConfig)
+    makeup_qr: MakeupQrConfig = field(default_factory=MakeupQrConfig)
     readers: tuple[ReaderConfig, ...] = (ReaderConfig(),)
 
     @property
@@ -182,6 +196,8 @@ def _check(cfg: Config) -> None:
     """Cross-field rules that types cannot express."""
     rules = [
         (cfg.camera.backend in ("sim", "picamera2"), "camera.backend: must be 'sim' or 'picamera2'"),
+        (all(r.type in READER_TYPES for r in cfg.readers),
+         f"readers: type must be one of {', '.join(READER_TYPES)}"),
         (cfg.gpio.pin_factory in ("mock", "lgpio", "rpigpio", "default"),
          "gpio.pin_factory: must be mock, lgpio, rpigpio or default"),
         (1 <= cfg.camera.jpeg_quality <= 100, "camera.jpeg_quality: must be 1..100"),

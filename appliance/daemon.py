@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,7 @@ from .session import (
     SetLight,
     Show,
     ShowLed,
+    State,
     StorageFailed,
     Stored,
     StoreFrame,
@@ -66,6 +67,7 @@ console = logging.getLogger("capturekit.console")
 
 EXIT_STORAGE = 70  # EX_SOFTWARE: storage failed, restart and recover
 EXIT_CAMERA = 75  # EX_TEMPFAIL: camera keeps failing, restart
+QR_SCAN_INTERVAL_S = 0.3  # preview frames per second handed to camera QR readers: ~3
 
 
 @dataclass(frozen=True)
@@ -120,11 +122,15 @@ class Daemon:
         # accept, keyed (shot, frame): (photo, QC outcome, wall time of capture)
         self._photos: dict[tuple[int, int], tuple[Photo, QcOutcome, str]] = {}
         self._rejected: dict[tuple[int, int], tuple[Photo, QcOutcome, str]] = {}
-        self._inflight: Future | None = None
+        self._capture: Future | None = None  # the capture in flight, if any
+        self._jobs: set[Future] = set()  # every job on the camera thread (captures, preview scans)
+        self._jobs_lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="camera")
         self._camera_failures = 0
-        self._idle = threading.Event()
-        self._idle.set()
+        # readers fed from the camera's preview between shots (QR codes held up to the lens)
+        self._qr_cameras = [r for r in devices.readers if hasattr(r, "feed")]
+        self._last_scan = float("-inf")
+        self._scan_error = ""
 
     # ---- lifecycle
     def start(self) -> None:
@@ -224,6 +230,8 @@ class Daemon:
         if isinstance(item, _Read):
             item = self._present(item)
         self.dispatch(item)
+        if isinstance(item, Tick):
+            self._maybe_scan(item.t)
 
     def settle(self, limit: float = 30.0) -> None:
         """Process everything queued, waiting for in-flight captures (simulator and tests)."""
@@ -232,13 +240,48 @@ class Daemon:
                 self.step(None)
                 if self.exit_code is not None:
                     return
-            if not self._idle.wait(limit):
+            with self._jobs_lock:
+                jobs = list(self._jobs)
+            _, pending = wait(jobs, timeout=limit)
+            if pending:
                 raise TimeoutError("camera worker did not finish")
             if self.queue.empty():
                 return
 
     def tick(self) -> None:
-        self.dispatch(Tick(self.clock.monotonic()))
+        t = self.clock.monotonic()
+        self.dispatch(Tick(t))
+        self._maybe_scan(t)
+
+    def _maybe_scan(self, t: float) -> None:
+        """Between shots, hand a preview frame to the camera QR readers (on the camera's own thread)."""
+        if (not self._qr_cameras or t - self._last_scan < QR_SCAN_INTERVAL_S or self._jobs
+                or self.session.state not in (State.IDLE, State.READY, State.REVIEW)):
+            return
+        self._last_scan = t
+        self._submit(self._scan)
+
+    def _submit(self, fn: Callable[..., None], *args: Any) -> Future:
+        future = self._worker.submit(fn, *args)
+        with self._jobs_lock:
+            self._jobs.add(future)
+        future.add_done_callback(self._job_done)
+        return future
+
+    def _job_done(self, future: Future) -> None:
+        with self._jobs_lock:
+            self._jobs.discard(future)
+
+    def _scan(self) -> None:
+        try:
+            frame = self.devices.camera.preview()
+            for reader in self._qr_cameras:
+                reader.feed(frame)
+            self._scan_error = ""
+        except Exception as exc:  # logged once per distinct error; captures report camera trouble loudly
+            if str(exc) != self._scan_error:
+                log.warning("preview for QR failed: %s", exc, exc_info=not isinstance(exc, CameraError))
+                self._scan_error = str(exc)
 
     def _present(self, read: _Read) -> IdentityPresented:
         sid = self.session_id()
@@ -299,33 +342,29 @@ class Daemon:
         return None
 
     def _take(self, shot: int, frame: int) -> None:
-        if self._inflight is not None and not self._inflight.done():
+        if self._capture is not None and not self._capture.done():
             self.post(PhotoFailed(shot, frame, "camera busy: the previous capture has not returned",
                                   self.clock.monotonic()))
             return
-        self._idle.clear()
-        self._inflight = self._worker.submit(self._capture, shot, frame)
+        self._capture = self._submit(self._capture_job, shot, frame)  # queued behind a preview scan, if any
 
-    def _capture(self, shot: int, frame: int) -> None:
-        """Worker thread: capture, then QC; the photo is parked in memory and the results queued."""
+    def _capture_job(self, shot: int, frame: int) -> None:
+        """Camera thread: capture, then QC; the photo is parked in memory and the results queued."""
         try:
-            try:
-                photo = self.devices.camera.capture(shot, frame)
-            except Exception as exc:  # CameraError, or any bug in an adapter: never lose it silently
-                log.error("capture %d/%d failed: %s", shot, frame, exc, exc_info=not isinstance(exc, CameraError))
-                self.post(PhotoFailed(shot, frame, str(exc), self.clock.monotonic()))
-                return
-            captured_at = self.clock.wall()
-            try:
-                outcome = self.assess(photo)
-            except Exception as exc:
-                log.exception("QC failed on %d/%d", shot, frame)
-                outcome = QcOutcome("warn", (f"qc_error: {exc}",))
-            self._photos[(shot, frame)] = (photo, outcome, captured_at)
-            self.post(PhotoTaken(shot, frame, self.clock.monotonic()))
-            self.post(Verdict(shot, frame, outcome.result, outcome.reasons, self.clock.monotonic()))
-        finally:
-            self._idle.set()
+            photo = self.devices.camera.capture(shot, frame)
+        except Exception as exc:  # CameraError, or any bug in an adapter: never lose it silently
+            log.error("capture %d/%d failed: %s", shot, frame, exc, exc_info=not isinstance(exc, CameraError))
+            self.post(PhotoFailed(shot, frame, str(exc), self.clock.monotonic()))
+            return
+        captured_at = self.clock.wall()
+        try:
+            outcome = self.assess(photo)
+        except Exception as exc:
+            log.exception("QC failed on %d/%d", shot, frame)
+            outcome = QcOutcome("warn", (f"qc_error: {exc}",))
+        self._photos[(shot, frame)] = (photo, outcome, captured_at)
+        self.post(PhotoTaken(shot, frame, self.clock.monotonic()))
+        self.post(Verdict(shot, frame, outcome.result, outcome.reasons, self.clock.monotonic()))
 
     def _camera_failed(self, reason: str) -> None:
         self._camera_failures += 1

@@ -44,6 +44,9 @@ class Camera(Protocol):
     def probe(self) -> dict[str, Any]:
         """Cheap liveness check (metadata of the next frame); raise CameraError if dead."""
 
+    def preview(self) -> np.ndarray:
+        """The latest small frame (luma or RGB) between shots, for QR codes held up to the camera."""
+
     def close(self) -> None: ...
 
 
@@ -84,6 +87,7 @@ class SimCamera:
         self._base: Image.Image | None = None
         self._preview: np.ndarray | None = None
         self._faults: list[tuple[str, float]] = []
+        self._held: Image.Image | None = None
         self._lock = threading.Lock()
         self.started = False
         self.captures = 0
@@ -139,6 +143,20 @@ class SimCamera:
         if not self.started:
             raise CameraError("camera not started")
         return {"sim": True, "size": [self.width, self.height]}
+
+    def show(self, picture: Image.Image | None) -> None:
+        """Hold ``picture`` (e.g. a phone showing a QR code) in front of the camera; None takes it away."""
+        self._held = picture
+
+    def preview(self) -> np.ndarray:
+        if not self.started:
+            raise CameraError("camera not started")
+        base = Image.new("RGB", self.preview_size, BACKDROP)
+        held = self._held
+        if held is not None:
+            w, h = held.size
+            base.paste(held, ((self.preview_size[0] - w) // 2, (self.preview_size[1] - h) // 2))
+        return np.asarray(base)
 
     def close(self) -> None:
         self.started = False

@@ -97,6 +97,17 @@ class Picamera2Camera:
         except Exception as exc:
             raise CameraError(f"probe failed: {exc}") from exc
 
+    def preview(self) -> np.ndarray:
+        """The luma plane of the latest lores frame: all a QR decoder needs, no colour conversion."""
+        if self.cam is None:
+            raise CameraError("camera not started")
+        c = self.cfg
+        try:
+            yuv = self.cam.capture_array("lores", wait=c.timeout_s)
+        except Exception as exc:
+            raise CameraError(f"preview failed: {exc}") from exc
+        return np.ascontiguousarray(yuv[: c.lores_height, : c.lores_width])
+
     def close(self) -> None:
         if self.cam is not None:
             try:
