@@ -6,6 +6,7 @@
   capturekit recover             settle the journal and spool after a crash (run also at daemon start)
   capturekit roster load FILE    validate and install the school's roster CSV
   capturekit session new|close   start a new classroom session / close the current one
+  capturekit enter               operator: type a student's ID number (temporary, lost or unreadable card)
   capturekit cancel | accept     operator: void the pending shot / keep the frame QC rejected
   capturekit selftest            bring-up check of every device on a real kit
   capturekit config [--defaults] check the configuration / print the embedded defaults
@@ -18,6 +19,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -145,6 +147,51 @@ def cmd_control(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_enter(args: argparse.Namespace) -> int:
+    """Manual identity for a student without a readable card: ID number (validated) and name (cross-checked)."""
+    import getpass
+
+    from . import idnumber
+    from .control import ControlError, send
+    from .identity import Kind, Source, make
+    from .roster import Roster
+
+    cfg = _config(args)
+    roster = Roster(cfg.roster_path)
+    once = args.id_number is not None
+    operator = os.environ.get("SUDO_USER") or getpass.getuser()
+    while True:
+        raw = args.id_number if once else input("ID number (blank to stop): ")
+        if not raw.strip():
+            return 0
+        try:
+            number = idnumber.validate(raw)
+        except idnumber.InvalidIdNumber as exc:
+            print(f"not a valid ID number ({exc}): check it against the student's document")
+            if once:
+                return 2
+            continue
+        name = (args.name if once else input("name on the document: ")).strip()
+        entry = roster.lookup(make(Kind.ID_NUMBER, number, Source.MANUAL))
+        if entry is None:
+            print("warning: not on this school's roster — the kit will refuse it")
+        elif entry.name and name and name != entry.name:
+            print(f"the roster has another name for this number ({entry.name[:1]}{'*' * (len(entry.name) - 1)}): "
+                  "check the number; nothing sent")
+            if once:
+                return 2
+            continue
+        try:
+            send(cfg.control_path, {"cmd": "identity", "kind": "id_number", "key": number, "source": "manual",
+                                    "reader": f"enter:{operator}"})
+        except ControlError as exc:
+            print(f"not sent: {exc}", file=sys.stderr)
+            return 2
+        print("sent — watch the status LED (cyan: ready, press the pedal)")
+        if once:
+            return 0
+
+
 def cmd_selftest(args: argparse.Namespace) -> int:
     from .selftest import selftest
 
@@ -202,6 +249,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("action", choices=["new", "close"])
     sp.add_argument("--school", default="")
     sp.add_argument("--label", default="")
+    sp = add("enter", cmd_enter, "operator: enter a student's ID number by hand (temporary/lost/unreadable card)")
+    sp.add_argument("--id-number", help="enter this one number and exit (default: prompt repeatedly)")
+    sp.add_argument("--name", default="", help="name on the document, cross-checked with the roster, never stored")
     for name, help in (("cancel", "void the pending shot"), ("accept", "keep the frame QC just rejected")):
         sp = add(name, cmd_control, f"operator: {help}")
         sp.set_defaults(command=name)
