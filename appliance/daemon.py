@@ -29,7 +29,7 @@ from .devices.camera import Camera, CameraError, Photo
 from .devices.gpio import Beeper, LightPanel, StatusLight, Trigger
 from .identity import Identity, Kind, Source, masked
 from .journal import Journal, StorageError
-from .readers import Reader
+from .readers import Reader, is_refusal
 from .recovery import recover
 from .roster import Roster, check_identity
 from .session import (
@@ -196,7 +196,7 @@ class Daemon:
     def _reader_problem(self, reader: Reader) -> Callable[[str, str], None]:
         def on_problem(code: str, detail: str) -> None:
             log.warning("reader %s: %s: %s", reader.name, code, detail)
-            self.post(ReaderProblem(code, f"{reader.name}: {detail}", self.clock.monotonic()))
+            self.post(ReaderProblem(code, f"{reader.name}: {detail}", self.clock.monotonic(), is_refusal(code)))
         return on_problem
 
     def cancel(self) -> None:

@@ -165,6 +165,7 @@ class ReaderProblem:
     code: str
     detail: str
     t: float
+    refused: bool = False  # the card/code presented is refused (vs. the reader being unwell)
 
 
 @dataclass(frozen=True)
@@ -339,8 +340,11 @@ class Session:
         """Apply one event; return the actions to carry out, in order."""
         ctx = self.ctx
         if isinstance(event, ReaderProblem):  # any state: signal, change nothing
+            if event.refused:
+                return [Note("identity_refused", f"{event.code}: {event.detail}"),
+                        *self._transient(Led.REJECT, Tone.UNKNOWN, event.t), Show(f"REFUSED: {event.detail}")]
             return [Note("reader_problem", f"{event.code}: {event.detail}"),
-                    *self._transient(Led.ERROR, Tone.ERROR, event.t)]
+                    *self._transient(Led.ERROR, Tone.ERROR, event.t), Show(f"READER: {event.code}: {event.detail}")]
         if isinstance(event, StorageFailed):  # any state: stop taking students
             ctx.state, ctx.pending, ctx.deadline = State.FAULT, None, None
             ctx.base_led, ctx.led_revert_at = Led.FAULT, None

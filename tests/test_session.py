@@ -281,6 +281,12 @@ def test_reader_problem_signals_in_any_state_without_changing_it(s):
     assert Beep(Tone.ERROR) in out and ShowLed(Led.ERROR) in out and s.state is State.READY
 
 
+def test_refused_code_shows_reject_not_error(s):
+    out = s.handle(ReaderProblem("qr_expired", "code expired 2026-11-01", 1.0, refused=True))
+    assert Beep(Tone.UNKNOWN) in out and ShowLed(Led.REJECT) in out and of(out, Note)[0].kind == "identity_refused"
+    assert s.state is State.IDLE
+
+
 def test_storage_failure_stops_the_station(s):
     s.handle(present())
     out = s.handle(StorageFailed("fsync: EIO", 1.0))

@@ -16,6 +16,16 @@ OnIdentity = Callable[[Identity], None]
 OnProblem = Callable[[str, str], None]
 
 
+# Problem codes that refuse what was presented (a card or code we will not take), as opposed to a
+# reader that is unwell: the kit shows the "refused" signal for these, the "error" signal otherwise.
+REFUSALS = frozenset({"unknown_card", "card_data", "card_unreadable"})
+
+
+def is_refusal(code: str) -> bool:
+    """True for a refused card or QR code (every ``qr_*`` code is about the code shown)."""
+    return code in REFUSALS or code.startswith("qr_")
+
+
 class Reader(Protocol):
     """What the daemon needs from an identity source."""
 
