@@ -9,12 +9,12 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from peers.sam_emulator import SAM_ID, Fault, SamEmulator
 
 from appliance import idnumber
 from appliance.identity import Kind, Source
 from appliance.readers.idcard_text import build_text
 from appliance.readers.sam import Problem, SamReader, probe
+from appliance.readers.sam_emulator import SAM_ID, Fault, SamEmulator
 from appliance.readers.sam_protocol import (
     HEADER_LEN,
     MAX_LEN,

@@ -1,4 +1,4 @@
-"""A GA/T 467 SAM on a pseudo-terminal, for tests: cards on and off the reader, faults on demand.
+"""A GA/T 467 SAM on a pseudo-terminal — the SAM reader's simulated twin (tests, `capturekit simulate`).
 
 The emulator owns the pty master and answers command frames on its own thread; the code under
 test opens :attr:`SamEmulator.path` with pyserial like a real ``/dev/idcard``. That path is a
