@@ -45,10 +45,10 @@ def _config(args: argparse.Namespace) -> Config:
 def cmd_run(args: argparse.Namespace) -> int:
     from .control import ControlServer
     from .daemon import Daemon
-    from .factory import build_devices
+    from .factory import build_assessor, build_devices
 
     cfg = _config(args)
-    daemon = Daemon(cfg, build_devices(cfg))
+    daemon = Daemon(cfg, build_devices(cfg), assess=build_assessor(cfg))
     daemon.start()
     for r in daemon.recovered:
         print(f"recovered: {r}")

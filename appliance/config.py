@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .qc.config import PhotoSpec, QcConfig
 from .session import SessionConfig
 
 DEFAULT_PATH = Path("/etc/capturekit/kit.toml")
@@ -117,6 +118,8 @@ class Config:
     session: SessionConfig = field(default_factory=SessionConfig)
     roster: RosterConfig = field(default_factory=RosterConfig)
     makeup_qr: MakeupQrConfig = field(default_factory=MakeupQrConfig)
+    qc: QcConfig = field(default_factory=QcConfig)  # shot-time quality checks (docs/qc.md)
+    photo_spec: PhotoSpec = field(default_factory=PhotoSpec)  # the diploma derivative (docs/photo-spec.md)
     readers: tuple[ReaderConfig, ...] = (ReaderConfig(),)
 
     @property

@@ -75,6 +75,8 @@ class QcOutcome:
     result: str  # pass | warn | fail
     reasons: tuple[str, ...]
     report: dict[str, Any] | None = None
+    derivative: bytes | None = None  # the diploma-spec JPEG cut from the original, when QC could make it
+    derivative_error: str | None = None
 
 
 Assessor = Callable[[Photo], QcOutcome]
@@ -391,6 +393,7 @@ class Daemon:
             "verdict": {"result": a.verdict, "reasons": list(a.reasons),
                         "accepted_by_operator": a.accepted_by_operator,
                         "qc": outcome.report},
+            "derivative_error": outcome.derivative_error,
             "frames": [{**f, "status": "stored"} if f["frame"] == frame else f for f in self.journal.frames_of(shot)],
             "supersedes": supersedes,
         }
@@ -404,7 +407,7 @@ class Daemon:
         cid = self.journal.begin_frame(shot, frame, "outbox", a.verdict, a.reasons, a.accepted_by_operator,
                                        supersedes)
         record = self._record(shot, frame, photo, outcome, captured_at, a, supersedes)
-        written = self.spool.write_bundle(cid, photo.jpeg, record)
+        written = self.spool.write_bundle(cid, photo.jpeg, record, derivative=outcome.derivative)
         self.journal.finish_frame(shot, frame, written.sha256, written.size, f"outbox/{cid}")
         self._forget_rejects(shot)
         log.info("shot %d frame %d stored as %s (%s)", shot, frame, cid, masked_identity(record["identity"]))

@@ -68,3 +68,16 @@ def build_reader(rc: ReaderConfig, cfg: Config) -> Reader:
 
 def build_devices(cfg: Config) -> Devices:
     return Devices(build_camera(cfg), [build_reader(r, cfg) for r in cfg.readers], pin_factory(cfg.gpio.pin_factory))
+
+
+def build_assessor(cfg: Config):
+    """The daemon's QC hook: the real quality checks, or none when ``qc.enabled`` is false."""
+    if not cfg.qc.enabled:
+        from .daemon import no_qc
+
+        return no_qc
+    from .quality import QualityCheck
+
+    check = QualityCheck(cfg.qc, cfg.photo_spec)
+    check.warm_up()
+    return check

@@ -63,14 +63,21 @@ class Spool:
         for d in (self.outbox, self.rejects):
             d.mkdir(parents=True, exist_ok=True)
 
-    def write_bundle(self, capture_id: str, jpeg: bytes, record: dict[str, Any]) -> Written:
-        """Atomically publish a bundle; ``record`` gets ``format``, ``capture_id`` and the photo's hash."""
+    def write_bundle(self, capture_id: str, jpeg: bytes, record: dict[str, Any],
+                     derivative: bytes | None = None) -> Written:
+        """Atomically publish a bundle; ``record`` gets ``format``, ``capture_id`` and the files' hashes.
+
+        ``derivative`` is the diploma-spec JPEG cut from ``jpeg`` (``<capture_id>.diploma.jpg``).
+        """
         final = self.outbox / capture_id
         tmp = self.outbox / f"{TMP_PREFIX}{capture_id}"
         digest = hashlib.sha256(jpeg).hexdigest()
         name = f"{capture_id}.jpg"
         body = {"format": FORMAT, "capture_id": capture_id, **record,
-                "photo": {**record.get("photo", {}), "file": name, "sha256": digest, "bytes": len(jpeg)}}
+                "photo": {**record.get("photo", {}), "file": name, "sha256": digest, "bytes": len(jpeg)},
+                "derivative": None if derivative is None else {
+                    "file": f"{capture_id}.diploma.jpg", "sha256": hashlib.sha256(derivative).hexdigest(),
+                    "bytes": len(derivative)}}
         try:
             if final.exists():
                 raise FileExistsError(f"bundle {capture_id} already exists")
@@ -78,6 +85,8 @@ class Spool:
                 shutil.rmtree(tmp)
             tmp.mkdir()
             _write_file(tmp / name, jpeg)
+            if derivative is not None:
+                _write_file(tmp / body["derivative"]["file"], derivative)
             _write_file(tmp / RECORD, json.dumps(body, ensure_ascii=False, indent=1).encode())
             _fsync_dir(tmp)
             os.rename(tmp, final)
@@ -125,6 +134,13 @@ class Spool:
             return f"unreadable: {exc}"
         if hashlib.sha256(data).hexdigest() != rec["photo"]["sha256"]:
             return "sha256 mismatch"
+        deriv = rec.get("derivative")
+        if deriv:
+            try:
+                if hashlib.sha256((d / deriv["file"]).read_bytes()).hexdigest() != deriv["sha256"]:
+                    return "derivative sha256 mismatch"
+            except OSError as exc:
+                return f"derivative unreadable: {exc}"
         return None
 
     def reject_written(self, capture_id: str) -> Written | None:

@@ -32,3 +32,6 @@ if dpkg-query -W -f='${Status}' python3-picamera2 2>/dev/null | grep -q "install
 fi
 [[ -x .venv/bin/python ]] || python3 -m venv "${venv_opts[@]}" .venv
 .venv/bin/pip install -q --disable-pip-version-check -e "${extra[@]}"
+# The face models for QC ship inside mediapipe 0.10.18's wheel; its declared dependencies (jax,
+# opencv-contrib, numpy 2-era pins) are not needed and would break numpy<2: install it alone.
+.venv/bin/pip install -q --disable-pip-version-check --no-deps "mediapipe==0.10.18"

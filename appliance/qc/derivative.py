@@ -1,0 +1,142 @@
+"""The diploma-spec derivative: crop the full-resolution original around the face, resize, encode.
+
+The original is never altered. The crop is a pure scale-and-translate (the collection standard forbids
+rotating or mirroring the photo), solved so that eye line, head top and face width all land inside the
+PhotoSpec ranges; then the JPEG quality is searched so the file size lands in the configured range.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+from PIL import Image
+
+from .config import PhotoSpec
+from .report import FaceGeometry, QcReport
+
+
+class DerivativeError(ValueError):
+    """No compliant derivative can be made from this frame. ``reason`` is a stable short code:
+    no_face, head_top_not_found, head_proportions, too_near_top, too_near_bottom, too_near_left,
+    too_near_right, face_too_small, file_too_large, file_too_small."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class CropPlan:
+    """Crop box in full-frame pixels and where the features land in the output (output pixels)."""
+
+    box: tuple[float, float, float, float]
+    scale: float  # output px per source px
+    eyes_px: float
+    head_top_px: float
+    face_width_px: float
+    centre_px: float
+
+
+def _interval(lo: float, hi: float) -> tuple[float, float] | None:
+    return (lo, hi) if lo <= hi + 1e-9 else None
+
+
+def plan_crop(face: FaceGeometry, frame_size: tuple[int, int], spec: PhotoSpec) -> CropPlan:
+    """Solve the crop for a face in a frame of ``frame_size`` px, or raise DerivativeError."""
+    if face.head_top_y is None:
+        raise DerivativeError("head_top_not_found", "top of the head not found (cut off or no contrast)")
+    W, H = frame_size
+    out_w, out_h = spec.width_px, spec.height_px
+    fw, cx = face.face_width * W, face.centre_x * W
+    ey, top = face.eye_mid[1] * H, face.head_top_y * H
+    d = ey - top  # source px from head top to eye line
+    tol = spec.max_centre_offset_px
+    e0, e1 = spec.eyes_from_top_px
+    h0, h1 = spec.head_top_from_top_px
+    reasons: list[str] = []
+    best: tuple[float, CropPlan] | None = None
+    for fw_out in range(spec.face_width_px[0], spec.face_width_px[1] + 1):
+        s = fw_out / fw
+        if out_w / s < out_w * spec.min_source_scale:
+            reasons.append("face_too_small")
+            continue
+        proportions = _interval(max(e0, h0 + s * d), min(e1, h1 + s * d))
+        if proportions is None:
+            reasons.append("head_proportions")
+            continue
+        # eye line in the output such that the crop stays inside the frame vertically
+        eyes = _interval(max(proportions[0], out_h - s * (H - ey)), min(proportions[1], s * ey))
+        if eyes is None:
+            reasons.append("too_near_top" if s * ey < proportions[0] else "too_near_bottom")
+            continue
+        # face centre in the output such that the crop stays inside horizontally
+        centre = _interval(max(out_w / 2 - tol, out_w - s * (W - cx)), min(out_w / 2 + tol, s * cx))
+        if centre is None:
+            reasons.append("too_near_left" if s * cx < out_w / 2 - tol else "too_near_right")
+            continue
+        # Each figure's distance from its target, in units of its allowed half-range; the eye line that
+        # minimises the sum of squares for this face width, clipped to what is feasible.
+        we, wt = 1 / ((e1 - e0) / 2) ** 2, 1 / ((h1 - h0) / 2) ** 2
+        ideal = (we * spec.target_eyes_from_top_px + wt * (spec.target_head_top_px + s * d)) / (we + wt)
+        eye_out = min(max(ideal, eyes[0]), eyes[1])
+        top_out = eye_out - s * d
+        f0, f1 = spec.face_width_px
+        cost = (we * (eye_out - spec.target_eyes_from_top_px) ** 2 + wt * (top_out - spec.target_head_top_px) ** 2
+                + ((fw_out - spec.target_face_width_px) / ((f1 - f0) / 2)) ** 2)
+        if best is None or cost < best[0]:
+            c_out = min(max(out_w / 2, centre[0]), centre[1])
+            x0, y0 = cx - c_out / s, ey - eye_out / s
+            plan = CropPlan((x0, y0, x0 + out_w / s, y0 + out_h / s), s, eye_out, top_out, fw_out, c_out)
+            best = (cost, plan)
+    if best is not None:
+        return best[1]
+    reason = Counter(reasons).most_common(1)[0][0]
+    raise DerivativeError(reason, f"no face width in {spec.face_width_px} px gives a crop inside the frame")
+
+
+def _encode(img: Image.Image, spec: PhotoSpec) -> bytes:
+    lo_size, hi_size = spec.file_size_bytes
+
+    def enc(q: int, subsampling: int) -> bytes:
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=q, subsampling=subsampling, dpi=(spec.dpi, spec.dpi))
+        return buf.getvalue()
+
+    best = b""
+    for subsampling in (2, 0):  # 4:2:0 first; 4:4:4 makes a larger file when 4:2:0 is too small
+        if len(enc(spec.jpeg_quality_min, subsampling)) > hi_size:
+            if subsampling == 2:
+                raise DerivativeError("file_too_large", f"> {hi_size} bytes at quality {spec.jpeg_quality_min}")
+            break
+        lo, hi = spec.jpeg_quality_min, spec.jpeg_quality_max
+        while lo < hi:  # largest quality whose file fits under the maximum
+            mid = (lo + hi + 1) // 2
+            if len(enc(mid, subsampling)) <= hi_size:
+                lo = mid
+            else:
+                hi = mid - 1
+        best = enc(lo, subsampling)
+        if len(best) >= lo_size:
+            return best
+    raise DerivativeError("file_too_small", f"{len(best)} < {lo_size} bytes even at quality {spec.jpeg_quality_max}")
+
+
+def make_derivative(jpeg: bytes, report: QcReport, spec: PhotoSpec) -> bytes:
+    """The diploma-spec JPEG cut from the full-resolution ``jpeg`` using the face found by QC."""
+    if report.face is None:
+        raise DerivativeError("no_face", "QC found no face")
+    im = Image.open(io.BytesIO(jpeg))
+    full = im.size
+    plan = plan_crop(report.face, full, spec)
+    # Decode at a reduced DCT scale when the crop still has >= 1.5 source px per output px there.
+    crop_w = plan.box[2] - plan.box[0]
+    want = min(1.0, 1.5 * spec.width_px / crop_w)
+    im.draft("RGB", (math.ceil(full[0] * want), math.ceil(full[1] * want)))
+    k = im.size[0] / full[0]
+    box = tuple(v * k for v in plan.box)
+    out = im.convert("RGB").resize((spec.width_px, spec.height_px), Image.Resampling.LANCZOS, box=box)
+    return _encode(out, spec)

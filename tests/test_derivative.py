@@ -1,0 +1,136 @@
+"""The diploma-spec derivative meets every PhotoSpec figure, measured on the derivative itself."""
+
+from __future__ import annotations
+
+import io
+from functools import cache
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from appliance.qc import (
+    DerivativeError,
+    FaceGeometry,
+    PhotoSpec,
+    QcConfig,
+    QcReport,
+    assess,
+    make_derivative,
+    plan_crop,
+)
+from appliance.qc import checks as ck
+from appliance.qc.detector import default_detector
+from appliance.qc.samples import sample_portrait
+
+FULL = (4056, 3040)
+SPEC = PhotoSpec()
+
+
+@cache
+def shot(variant: str, index: int) -> tuple[bytes, QcReport]:
+    buf = io.BytesIO()
+    sample_portrait(*FULL, variant, index).save(buf, "JPEG", quality=92)
+    jpeg = buf.getvalue()
+    return jpeg, assess(jpeg, QcConfig(), SPEC)
+
+
+@cache
+def derivative(variant: str, index: int) -> bytes:
+    jpeg, report = shot(variant, index)
+    return make_derivative(jpeg, report, SPEC)
+
+
+CASES = [("good", i) for i in range(4)] + [("small_face", 0), ("blue_shirt", 1)]
+
+
+@pytest.mark.parametrize(("variant", "index"), CASES)
+def test_derivative_meets_spec(variant: str, index: int) -> None:
+    data = derivative(variant, index)
+    im = Image.open(io.BytesIO(data))
+    assert im.format == "JPEG"
+    assert im.size == (SPEC.width_px, SPEC.height_px)
+    assert im.mode == "RGB" and len(im.getbands()) * 8 == 24  # 24-bit colour
+    assert tuple(round(v) for v in im.info["dpi"]) == (SPEC.dpi, SPEC.dpi)
+    assert SPEC.file_size_bytes[0] <= len(data) <= SPEC.file_size_bytes[1]
+
+    rgb = np.asarray(im.convert("RGB"))
+    det = default_detector()
+    faces = det.faces(rgb)
+    assert len(faces) == 1
+    lm = det.landmarks(rgb, faces[0])
+    assert lm is not None
+    eyes = lm.eye_mid[1]
+    assert SPEC.eyes_from_top_px[0] <= eyes <= SPEC.eyes_from_top_px[1], eyes
+    assert SPEC.face_width_px[0] <= lm.face_width <= SPEC.face_width_px[1], lm.face_width
+    top = ck.head_top(ck.Scene(rgb, faces[0], lm))
+    assert top is not None
+    assert SPEC.head_top_from_top_px[0] <= top <= SPEC.head_top_from_top_px[1], top
+    centre = (lm.right_cheek[0] + lm.left_cheek[0]) / 2
+    assert abs(centre - SPEC.width_px / 2) <= SPEC.max_centre_offset_px + 4
+
+
+def test_original_is_left_alone() -> None:
+    jpeg, report = shot("good", 0)
+    before = bytes(jpeg)
+    make_derivative(jpeg, report, SPEC)
+    assert jpeg == before
+
+
+def test_quality_floor_is_respected() -> None:
+    data = derivative("good", 1)
+    # Re-encoding at quality 60 must not be larger than the max: the search starts from the spec's floor.
+    im = Image.open(io.BytesIO(data))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=SPEC.jpeg_quality_min)
+    assert len(buf.getvalue()) <= len(data)
+
+
+def test_file_size_range_is_configurable() -> None:
+    jpeg, report = shot("good", 0)
+    small = PhotoSpec(file_size_bytes=(20_000, 25_000))
+    assert 20_000 <= len(make_derivative(jpeg, report, small)) <= 25_000
+    with pytest.raises(DerivativeError) as e:
+        make_derivative(jpeg, report, PhotoSpec(file_size_bytes=(1000, 2000)))
+    assert e.value.reason == "file_too_large"
+    with pytest.raises(DerivativeError) as e:
+        make_derivative(jpeg, report, PhotoSpec(file_size_bytes=(900_000, 1_000_000)))
+    assert e.value.reason == "file_too_small"
+
+
+def test_no_face_is_a_typed_error() -> None:
+    jpeg, report = shot("no_face", 0)
+    assert report.check("crop").result == "fail"
+    with pytest.raises(DerivativeError) as e:
+        make_derivative(jpeg, report, SPEC)
+    assert e.value.reason == "no_face"
+
+
+def _face(cx: float = 0.5, ey: float = 0.42, fw: float = 0.2, top: float | None = 0.23) -> FaceGeometry:
+    return FaceGeometry(box=(cx - fw / 2, ey - fw / 2, cx + fw / 2, ey + fw), right_eye=(cx - fw / 4, ey),
+                        left_eye=(cx + fw / 4, ey), face_width=fw, centre_x=cx, chin_y=ey + fw,
+                        head_top_y=top, roll_deg=0.0, yaw_deg=0.0)
+
+
+def test_plan_crop_ranges() -> None:
+    plan = plan_crop(_face(), FULL, SPEC)
+    x0, y0, x1, y1 = plan.box
+    assert 0 <= x0 < x1 <= FULL[0] and 0 <= y0 < y1 <= FULL[1]
+    assert SPEC.eyes_from_top_px[0] <= plan.eyes_px <= SPEC.eyes_from_top_px[1]
+    assert SPEC.head_top_from_top_px[0] <= plan.head_top_px <= SPEC.head_top_from_top_px[1]
+    assert abs((x1 - x0) / (y1 - y0) - SPEC.width_px / SPEC.height_px) < 1e-9
+
+
+@pytest.mark.parametrize(("face", "reason"), [
+    (_face(cx=0.9), "too_near_right"),
+    (_face(cx=0.08), "too_near_left"),
+    (_face(ey=0.12, top=0.0), "too_near_top"),
+    (_face(ey=0.85, top=0.7), "too_near_bottom"),
+    (_face(fw=0.035, top=0.375), "face_too_small"),
+    (_face(top=0.02), "head_proportions"),
+    (_face(top=None), "head_top_not_found"),
+])
+def test_impossible_crops_are_typed_errors(face: FaceGeometry, reason: str) -> None:
+    with pytest.raises(DerivativeError) as e:
+        plan_crop(face, FULL, SPEC)
+    assert e.value.reason == reason
