@@ -69,7 +69,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     base = config_mod.load(args.config)
     data = Path(args.data_dir) if args.data_dir else Path("sim-runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     cfg = sim_config(base, data, args.size)
-    summary = run(cfg, args.students, seed=args.seed)
+    summary = run(cfg, args.students, seed=args.seed, qc=args.qc or ("real" if cfg.qc.enabled else "sim"),
+                  sources=args.readers == "all")
     print(json.dumps(summary, ensure_ascii=False) if args.json else format_summary(summary))
     return 1 if summary["mismatches"] else 0
 
@@ -236,6 +237,10 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=1)
     sp.add_argument("--size", type=_size, help="camera frame size, e.g. 1014x760 (default: config, 4056x3040)")
     sp.add_argument("--json", action="store_true", help="print the summary as JSON")
+    sp.add_argument("--qc", choices=["real", "sim"], help="real shot-time QC on face photos (default), or a"
+                    " scripted stand-in (fast: no face models)")
+    sp.add_argument("--readers", choices=["all", "sim"], default="all", help="all: ID-card SAM reader (emulated),"
+                    " camera QR, control socket and the simulated card reader; sim: the simulated card reader only")
     sp.set_defaults(data_dir=None)
     sp = add("status", cmd_status, "shots, voids, frames and outbox of the current session")
     sp.add_argument("--json", action="store_true")

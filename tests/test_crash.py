@@ -23,9 +23,9 @@ def test_sigkill_at_random_points_leaves_journal_and_spool_consistent(tmp_path):
     (tmp_path / "absent.toml").write_text('kit_id = "kit-crash"\n')
     recovered_something = 0
     for i in range(KILLS):
-        proc = subprocess.Popen([*CLI, "simulate", "-n", "120", "--size", "1014x760", "--seed", str(i),
-                                 "--data-dir", str(data)], env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        run = ["simulate", "-n", "120", "--size", "1014x760", "--qc", "sim", "--readers", "sim", "--seed", str(i),
+               "--data-dir", str(data)]
+        proc = subprocess.Popen([*CLI, *run], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.4, 1.9))  # start-up is ~0.4 s, the session ~1.5 s: kill anywhere in it
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -36,7 +36,8 @@ def test_sigkill_at_random_points_leaves_journal_and_spool_consistent(tmp_path):
     assert counts["captured"] > 0 and counts["void"] > 0
     assert recovered_something > KILLS // 4, "kills should often interrupt a shot"
     # and the kit still works afterwards: a full run completes and agrees with its journal
-    done = subprocess.run([*CLI, "simulate", "-n", "20", "--size", "320x240", "--data-dir", str(data)], env=env,
+    done = subprocess.run([*CLI, "simulate", "-n", "20", "--size", "320x240", "--qc", "sim", "--data-dir", str(data)],
+                          env=env,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "journal matches the script" in done.stdout

@@ -12,6 +12,7 @@ run time. See ``docs/qc.md`` for the fallback.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from functools import cache
@@ -103,6 +104,7 @@ class MediapipeDetector:
     """
 
     def __init__(self, min_confidence: float = 0.5, mesh_crop_margin: float = 0.8) -> None:
+        os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ INFO/WARNING chatter on stderr
         from mediapipe.python.solutions import face_detection, face_mesh  # heavy import, deferred
 
         self._fd = face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_confidence)
