@@ -59,7 +59,7 @@ def build_reader(rc: ReaderConfig, cfg: Config) -> Reader:
             from .readers.qr import CameraQrReader
 
             return CameraQrReader(makeup_verifier(cfg), **opts)
-    except TypeError as exc:  # an unknown or missing option
+    except (TypeError, ValueError) as exc:  # an unknown or missing option, a bad profile name
         raise ConfigurationUnsupported(f"readers: {rc.type}: {exc}") from exc
     except KeyError as exc:
         raise ConfigurationUnsupported(f"readers: {rc.type}: option {exc} is required") from exc

@@ -70,7 +70,7 @@ def make(kind: Kind | str, key: str, source: Source | str, reader: str = "") -> 
     elif kind is Kind.CARD_UID:
         key = key.strip().replace(" ", "").replace(":", "").upper()
         if not key or any(c not in "0123456789ABCDEF" for c in key):
-            raise InvalidIdentity("card_uid", f"not a hex UID: {key!r}")
+            raise InvalidIdentity("card_uid", f"not a hex UID ({len(key)} characters)")  # the key stays out of logs
     if not key:
         raise InvalidIdentity("empty", f"empty {kind} key")
     return Identity(kind, key, Source(source), reader)

@@ -52,7 +52,7 @@ def validate(raw: str) -> str:
     try:
         dt.date(int(body[6:10]), int(body[10:12]), int(body[12:14]))
     except ValueError:
-        raise InvalidIdNumber("birth_date", f"{body[6:14]} is not a calendar date") from None
+        raise InvalidIdNumber("birth_date", "digits 7-14 are not a calendar date") from None  # no personal data
     expected = check_char(body)
     if check != expected:
         raise InvalidIdNumber("check_digit", f"check character is {check}, expected {expected}")
