@@ -22,7 +22,7 @@ from pathlib import Path
 from appliance import idnumber
 from appliance.clock import SystemClock
 from appliance.config import Config
-from appliance.daemon import Daemon, Devices
+from appliance.daemon import Daemon, Devices, no_qc
 from appliance.devices.camera import SimCamera
 from appliance.devices.gpio import SimPedal, pin_factory
 from appliance.identity import Kind, Source, make
@@ -35,6 +35,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--size", default="4056x3040")
+    ap.add_argument("--qc", action="store_true", help="include the real QC and the diploma derivative in the cycle")
     args = ap.parse_args()
     w, h = (int(x) for x in args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -47,8 +48,19 @@ def main() -> None:
         (data / "r.csv").write_text("id_number\n" + "\n".join(students) + "\n")
         load_csv(data / "r.csv", cfg.roster_path)
         factory, reader = pin_factory("mock"), SimReader()
-        camera = SimCamera(w, h, cfg.camera.jpeg_quality)
-        daemon = Daemon(cfg, Devices(camera, [reader], factory), SystemClock())
+        scene = None
+        assess = no_qc
+        if args.qc:  # a real face, so QC and the derivative do their full work
+            from appliance.qc.samples import sample_portrait
+            from appliance.quality import QualityCheck
+
+            def scene(shot: int, frame: int):
+                return sample_portrait(w, h, "good", 0)
+
+            assess = QualityCheck(cfg.qc, cfg.photo_spec)
+            assess.warm_up()
+        camera = SimCamera(w, h, cfg.camera.jpeg_quality, scene=scene)
+        daemon = Daemon(cfg, Devices(camera, [reader], factory), SystemClock(), assess)
         daemon.start()
         pedal = SimPedal(factory, cfg.trigger)
         frame = camera.render(0, 0)  # the same frame the cycle encodes (warms the render cache too)
@@ -71,7 +83,8 @@ def main() -> None:
     cyc, enc = statistics.median(cycles) * 1000, statistics.median(encodes) * 1000
     p95 = sorted(cycles)[int(0.95 * (len(cycles) - 1))] * 1000
     print(f"frame {w}x{h}, JPEG quality {cfg.camera.jpeg_quality}, {args.runs} runs, {len(buf.getvalue()) // 1024} KB")
-    print(f"trigger -> verdict (OK LED, stored):  median {cyc:7.1f} ms   p95 {p95:7.1f} ms")
+    what = "with QC + derivative" if args.qc else "QC off"
+    print(f"trigger -> verdict (OK LED, stored; {what}):  median {cyc:7.1f} ms   p95 {p95:7.1f} ms")
     print(f"bare JPEG encode of the same frame:   median {enc:7.1f} ms")
     print(f"ratio cycle / encode: {cyc / enc:.2f}")
 
