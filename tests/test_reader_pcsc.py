@@ -7,13 +7,13 @@ driver is not installed (CI installs them: apt pcscd vsmartcard-vpcd libpcsclite
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 from peers import pcscd as pcscd_peer
 from peers.pcscd import PcscStack
+from peers.recorder import Recorder
 from peers.vpcd_card import (
     CardSpec,
     campus_card,
@@ -22,7 +22,7 @@ from peers.vpcd_card import (
 )
 
 from appliance import idnumber
-from appliance.identity import Identity, Kind, Source, masked
+from appliance.identity import Kind, Source, masked
 from appliance.readers import card_profiles
 from appliance.readers.card_profiles import (
     NoAnswerError,
@@ -39,43 +39,6 @@ pcsc_stack = pcscd_peer.pcsc_stack  # module-scoped fixture: one pcscd for the w
 UID = "04A1B2C3D4E5F6"
 UID2 = "8899AABB"
 NUMBER = idnumber.make("11010519491231002")
-
-
-class Recorder:
-    """Collects what a reader reports; waits on it with deadlines."""
-
-    def __init__(self) -> None:
-        self.identities: list[Identity] = []
-        self.problems: list[tuple[str, str]] = []
-        self._cv = threading.Condition()
-
-    def on_identity(self, identity: Identity) -> None:
-        with self._cv:
-            self.identities.append(identity)
-            self._cv.notify_all()
-
-    def on_problem(self, code: str, detail: str) -> None:
-        with self._cv:
-            self.problems.append((code, detail))
-            self._cv.notify_all()
-
-    def codes(self) -> list[str]:
-        with self._cv:
-            return [code for code, _ in self.problems]
-
-    def wait(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-        with self._cv:
-            return self._cv.wait_for(predicate, timeout)
-
-    def wait_identities(self, n: int, timeout: float = 5.0) -> list[Identity]:
-        assert self.wait(lambda: len(self.identities) >= n, timeout), (
-            f"expected {n} identities, got {self.identities}; problems {self.problems}")
-        return self.identities
-
-    def wait_problem(self, code: str, timeout: float = 5.0) -> str:
-        assert self.wait(lambda: code in self.codes(), timeout), (
-            f"expected problem {code}, got {self.problems}")
-        return next(detail for c, detail in self.problems if c == code)
 
 
 @pytest.fixture

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from peers.recorder import Recorder
 
 from appliance import idnumber
 from appliance.identity import Kind, Source
@@ -223,38 +223,6 @@ def test_sam_id_format() -> None:
 FAST = {"poll_interval": 0.01, "command_timeout": 0.15, "read_timeout": 0.3, "backoff_max": 0.08}
 
 
-class Recorder:
-    """Collects what a reader reports, thread-safely."""
-
-    def __init__(self) -> None:
-        self.identities: list = []
-        self.problems: list[tuple[str, str]] = []
-        self._cv = threading.Condition()
-
-    def on_identity(self, identity) -> None:
-        with self._cv:
-            self.identities.append(identity)
-            self._cv.notify_all()
-
-    def on_problem(self, code: str, detail: str) -> None:
-        with self._cv:
-            self.problems.append((code, detail))
-            self._cv.notify_all()
-
-    def wait(self, predicate: Callable[[], bool], timeout: float = 3.0) -> bool:
-        with self._cv:
-            return self._cv.wait_for(predicate, timeout)
-
-    def wait_identities(self, n: int = 1, timeout: float = 3.0) -> bool:
-        return self.wait(lambda: len(self.identities) >= n, timeout)
-
-    def wait_problem(self, code: str, timeout: float = 3.0) -> bool:
-        return self.wait(lambda: code in self.codes(), timeout)
-
-    def codes(self) -> list[str]:
-        return [code for code, _ in self.problems]
-
-
 @pytest.fixture
 def emulator(tmp_path) -> Iterator[SamEmulator]:
     with SamEmulator(tmp_path) as emu:
@@ -267,7 +235,7 @@ def run_reader() -> Iterator[Callable[..., tuple[SamReader, Recorder]]]:
 
     def run(path: str, **options) -> tuple[SamReader, Recorder]:
         reader = SamReader(path, name="sam-test", **{**FAST, **options})
-        recorder = Recorder()
+        recorder = Recorder(timeout=3.0)
         reader.start(recorder.on_identity, recorder.on_problem)
         readers.append(reader)
         return reader, recorder
@@ -287,7 +255,7 @@ def test_reads_each_card_type(emulator, run_reader, card: str) -> None:
     text, number = CARDS[card]
     emulator.place(text)
     _, rec = run_reader(emulator.path)
-    assert rec.wait_identities(1)
+    rec.wait_identities(1)
     [identity] = rec.identities
     assert (identity.kind, identity.key, identity.source, identity.reader) == (
         Kind.ID_NUMBER, number, Source.SAM, "sam-test")
@@ -299,13 +267,13 @@ def test_one_identity_per_tap(tmp_path, run_reader, resting_refind: bool) -> Non
     with SamEmulator(tmp_path, resting_refind=resting_refind) as emu:
         emu.place(TEXT)
         _, rec = run_reader(emu.path)
-        assert rec.wait_identities(1)
+        rec.wait_identities(1)
         settle(emu, 15)  # the card stays on the reader
         assert len(rec.identities) == 1 and emu.count(Command.READ_TEXT_PHOTO) == 1
         emu.remove()
         settle(emu)
         emu.place(TEXT)  # the same student taps again: a new presentation
-        assert rec.wait_identities(2)
+        rec.wait_identities(2)
         settle(emu)
         assert len(rec.identities) == 2 and rec.problems == []
 
@@ -314,7 +282,7 @@ def test_a_single_missed_find_is_not_a_new_tap(tmp_path, run_reader) -> None:
     with SamEmulator(tmp_path, resting_refind=True) as emu:
         emu.place(TEXT)
         _, rec = run_reader(emu.path, removal_polls=2)
-        assert rec.wait_identities(1)
+        rec.wait_identities(1)
         emu.inject(Fault.STATUS, Command.FIND_CARD, status=Status.FIND_FAILED)  # RF glitch: one miss
         settle(emu, 10)
         assert len(rec.identities) == 1
@@ -341,7 +309,7 @@ def test_link_faults_are_reported_then_recovered(tmp_path, run_reader, command, 
         emu.place(TEXT)
         emu.inject(fault, command)
         _, rec = run_reader(emu.path)
-        assert rec.wait_identities(1)
+        rec.wait_identities(1)
         assert [identity.key for identity in rec.identities] == [NUMBER]
         assert rec.codes() == ([] if code is None else [code])
         assert command.name in "".join(detail for _, detail in rec.problems) or code is None
@@ -351,13 +319,13 @@ def test_truncated_read_on_a_sam_that_stops_answering_find_needs_a_new_tap(emula
     emulator.place(TEXT)
     emulator.inject(Fault.TRUNCATED, Command.READ_TEXT_PHOTO)
     _, rec = run_reader(emulator.path)
-    assert rec.wait_problem(Problem.TRUNCATED_FRAME)
+    rec.wait_problem(Problem.TRUNCATED_FRAME)
     settle(emulator)
     assert rec.identities == []
     emulator.remove()
     settle(emulator)
     emulator.place(TEXT)
-    assert rec.wait_identities(1)
+    rec.wait_identities(1)
 
 
 @pytest.mark.parametrize(("command", "status", "code"), [
@@ -382,7 +350,7 @@ def test_error_statuses_are_reported_then_recovered(emulator, run_reader, comman
     emulator.place(TEXT)
     emulator.inject(Fault.STATUS, command, status=status)  # state unchanged: the card can be re-found
     _, rec = run_reader(emulator.path)
-    assert rec.wait_identities(1)
+    rec.wait_identities(1)
     assert rec.codes() == [code]
     assert f"0x{status:02X}" in rec.problems[0][1] and command.name in rec.problems[0][1]
 
@@ -395,18 +363,18 @@ def test_persistent_sam_fault_backs_off_and_recovers(emulator, run_reader) -> No
     reports = rec.codes().count(Problem.SAM_ERROR)
     assert 2 <= reports <= 12  # backed off: at full poll speed this would be ~60
     emulator.sam_status = None
-    assert rec.wait_identities(1)
+    rec.wait_identities(1)
 
 
 def test_card_removed_between_select_and_read(emulator, run_reader) -> None:
     emulator.place(TEXT)
     emulator.inject(Fault.REMOVE_CARD, Command.READ_TEXT_PHOTO)
     _, rec = run_reader(emulator.path)
-    assert rec.wait_problem(Problem.READ_FAILED)
+    rec.wait_problem(Problem.READ_FAILED)
     settle(emulator)
     assert rec.identities == [] and rec.codes() == [Problem.READ_FAILED]
     emulator.place(TEXT)
-    assert rec.wait_identities(1)
+    rec.wait_identities(1)
 
 
 def test_unreadable_card_is_given_up_until_lifted(tmp_path, run_reader) -> None:
@@ -414,14 +382,14 @@ def test_unreadable_card_is_given_up_until_lifted(tmp_path, run_reader) -> None:
         emu.place(TEXT)
         emu.inject(Fault.STATUS, Command.READ_TEXT_PHOTO, status=Status.READ_FAILED, times=3)
         _, rec = run_reader(emu.path, max_attempts=3)
-        assert rec.wait_problem(Problem.CARD_UNREADABLE)
+        rec.wait_problem(Problem.CARD_UNREADABLE)
         settle(emu, 10)
         assert rec.codes() == [Problem.READ_FAILED] * 3 + [Problem.CARD_UNREADABLE]
         assert emu.count(Command.READ_TEXT_PHOTO) == 3 and rec.identities == []
         emu.remove()
         settle(emu)
         emu.place(TEXT)
-        assert rec.wait_identities(1)
+        rec.wait_identities(1)
 
 
 def test_undecodable_text_is_card_data_once_per_tap(tmp_path, run_reader) -> None:
@@ -430,27 +398,27 @@ def test_undecodable_text_is_card_data_once_per_tap(tmp_path, run_reader) -> Non
     with SamEmulator(tmp_path, resting_refind=True) as emu:
         emu.place(bytes(bad))
         _, rec = run_reader(emu.path)
-        assert rec.wait_problem(Problem.CARD_DATA)
+        rec.wait_problem(Problem.CARD_DATA)
         settle(emu, 10)
         assert rec.codes() == [Problem.CARD_DATA] and emu.count(Command.READ_TEXT_PHOTO) == 1
         emu.remove()
         settle(emu)
         emu.place(TEXT)
-        assert rec.wait_identities(1)
+        rec.wait_identities(1)
 
 
 def test_port_lost_and_replugged(emulator, run_reader) -> None:
     emulator.place(TEXT)
     _, rec = run_reader(emulator.path)
-    assert rec.wait_identities(1)
+    rec.wait_identities(1)
     emulator.unplug()
-    assert rec.wait_problem(Problem.PORT_LOST)
+    rec.wait_problem(Problem.PORT_LOST)
     emulator.remove()
     time.sleep(0.2)  # the reader retries while the port is gone
     emulator.replug()
     settle(emulator)
     emulator.place(CARDS["permit_hmt"][0])
-    assert rec.wait_identities(2)
+    rec.wait_identities(2)
     assert rec.identities[1].key == PERMIT_NO
     assert rec.codes().count(Problem.PORT_LOST) == 1
     assert set(rec.codes()) <= {Problem.PORT_LOST, Problem.PORT_UNAVAILABLE}
@@ -462,10 +430,10 @@ def test_port_absent_at_start_then_plugged(tmp_path, run_reader) -> None:
     try:
         emu.place(TEXT)
         _, rec = run_reader(emu.path)
-        assert rec.wait_problem(Problem.PORT_UNAVAILABLE)
+        rec.wait_problem(Problem.PORT_UNAVAILABLE)
         time.sleep(0.2)
         emu.replug()
-        assert rec.wait_identities(1)
+        rec.wait_identities(1)
         assert rec.codes() == [Problem.PORT_UNAVAILABLE]  # reported once per outage, not per retry
     finally:
         emu.stop()
@@ -520,7 +488,7 @@ def test_only_the_identity_key_leaves_the_adapter(emulator, run_reader, caplog) 
     emulator.inject(Fault.STATUS, Command.READ_TEXT_PHOTO, status=Status.READ_FAILED)  # exercise error paths
     emulator.inject(Fault.GARBAGE, Command.READ_TEXT_PHOTO)
     reader, rec = run_reader(emulator.path)
-    assert rec.wait_identities(1)
+    rec.wait_identities(1)
     settle(emulator)
     [identity] = rec.identities
     assert identity.key == NUMBER and set(identity.__slots__) == {"kind", "key", "source", "reader"}
