@@ -42,6 +42,14 @@ def _config(args: argparse.Namespace) -> Config:
     return config_mod.load(args.config, data_dir=getattr(args, "data_dir", None))
 
 
+def _journal(cfg: Config):
+    """The kit's journal, for the commands that change it outside the daemon."""
+    from .clock import SystemClock
+    from .journal import Journal
+
+    return Journal(cfg.data_path / "journal.sqlite", cfg.kit_id, SystemClock().wall)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .control import ControlServer
     from .daemon import Daemon
@@ -85,13 +93,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    from .clock import SystemClock
-    from .journal import Journal
     from .recovery import recover
     from .spool import Spool
 
     cfg = _config(args)
-    journal = Journal(cfg.data_path / "journal.sqlite", cfg.kit_id, SystemClock().wall)
+    journal = _journal(cfg)
     try:
         done = recover(journal, Spool(cfg.data_path / "spool"))
     finally:
@@ -119,11 +125,8 @@ def cmd_roster(args: argparse.Namespace) -> int:
 
 
 def cmd_session(args: argparse.Namespace) -> int:
-    from .clock import SystemClock
-    from .journal import Journal
-
     cfg = _config(args)
-    journal = Journal(cfg.data_path / "journal.sqlite", cfg.kit_id, SystemClock().wall)
+    journal = _journal(cfg)
     try:
         current = journal.current_session()
         if current is not None:

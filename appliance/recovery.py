@@ -27,8 +27,7 @@ def recover(journal: Journal, spool: Spool) -> list[str]:
             problem = spool.verify(cid) if cid in bundles else "bundle missing"
             if problem is None:
                 rec = spool.record(cid)
-                journal.finish_frame(shot, frame, rec["photo"]["sha256"], rec["photo"]["bytes"],
-                                     str(spool.outbox.name + "/" + cid))
+                journal.finish_frame(shot, frame, rec["photo"]["sha256"], rec["photo"]["bytes"], f"outbox/{cid}")
                 done.append(f"shot {shot} frame {frame}: bundle complete, kept")
                 continue
             if cid in bundles:

@@ -394,7 +394,7 @@ class Session:
         self._count("voids")
         return [VoidShot(p.shot, reason)]
 
-    def _present(self, ev: IdentityPresented) -> list[Action]:
+    def present_identity(self, ev: IdentityPresented) -> list[Action]:
         """An identity in IDLE/READY/REVIEW: reject it, or open (or reopen) its shot."""
         check, ident = ev.check, ev.identity
         p = self.ctx.pending
@@ -446,9 +446,6 @@ class Session:
         return [ShowLed(Led.IDLE), SetLight(Light.IDLE)]
 
     # ---- IDLE
-    def idle_identity(self, ev: IdentityPresented) -> list[Action]:
-        return self._present(ev)
-
     def idle_trigger(self, ev: TriggerPressed) -> list[Action]:
         self._count("triggers_without_identity")
         return [Note("trigger_without_identity"), *self._transient(Led.ERROR, Tone.ERROR, ev.t),
@@ -473,9 +470,6 @@ class Session:
         return [Note("stale_verdict", f"frame {ev.frame}: {ev.result}", ev.shot)]
 
     # ---- READY
-    def ready_identity(self, ev: IdentityPresented) -> list[Action]:
-        return self._present(ev)
-
     def ready_trigger(self, ev: TriggerPressed) -> list[Action]:
         if ev.t < self.ctx.guard_until:
             return self.ignore_trigger(ev)
@@ -566,9 +560,6 @@ class Session:
         return [Note("retake", "operator retake within the window", self.ctx.pending.shot),
                 *self._shoot(ev, self.ctx.pending)]
 
-    def review_identity(self, ev: IdentityPresented) -> list[Action]:
-        return self._present(ev)
-
     def review_tick(self, ev: Tick) -> list[Action]:
         if ev.t >= self.ctx.deadline:
             return self._to_idle()
@@ -591,7 +582,7 @@ _ALL_EVENTS = (IdentityPresented, TriggerPressed, PhotoTaken, PhotoFailed, Verdi
 # handled the same way in every state (see Session.handle).
 TRANSITIONS: dict[State, dict[type, tuple[Callable, tuple[State, ...]]]] = {
     S.IDLE: {
-        IdentityPresented: (Session.idle_identity, (S.IDLE, S.READY)),
+        IdentityPresented: (Session.present_identity, (S.IDLE, S.READY)),
         TriggerPressed: (Session.idle_trigger, (S.IDLE,)),
         PhotoTaken: (Session.stale_photo, (S.IDLE,)),
         PhotoFailed: (Session.stale_failure, (S.IDLE,)),
@@ -601,7 +592,7 @@ TRANSITIONS: dict[State, dict[type, tuple[Callable, tuple[State, ...]]]] = {
         Tick: (Session.nothing, (S.IDLE,)),
     },
     S.READY: {
-        IdentityPresented: (Session.ready_identity, (S.READY,)),
+        IdentityPresented: (Session.present_identity, (S.READY,)),
         TriggerPressed: (Session.ready_trigger, (S.READY, S.SHOOTING)),
         PhotoTaken: (Session.stale_photo, (S.READY,)),
         PhotoFailed: (Session.stale_failure, (S.READY,)),
@@ -642,7 +633,7 @@ TRANSITIONS: dict[State, dict[type, tuple[Callable, tuple[State, ...]]]] = {
         Tick: (Session.nothing, (S.STORING,)),
     },
     S.REVIEW: {
-        IdentityPresented: (Session.review_identity, (S.REVIEW, S.READY)),
+        IdentityPresented: (Session.present_identity, (S.REVIEW, S.READY)),
         TriggerPressed: (Session.review_trigger, (S.REVIEW, S.SHOOTING)),
         PhotoTaken: (Session.stale_photo, (S.REVIEW,)),
         PhotoFailed: (Session.stale_failure, (S.REVIEW,)),

@@ -253,11 +253,7 @@ class Classroom:
             self.tap(ident)
             self.expected.reads[Source.SIM] += 1
         elif s.channel == "id_card":
-            from .readers.idcard_text import build_text
-
-            self.sam.place(build_text("", number=s.id_number, name=s.name))
-            self._arrival()
-            self.expected.reads[Source.SAM] += 1
+            self._sam_tap(s.id_number, s.name)
         elif s.channel == "campus_card":
             self.tap(make(Kind.CARD_UID, s.card_uid, Source.SIM, "sim-campus-card"))
             self.expected.reads[Source.SIM] += 1
@@ -268,6 +264,18 @@ class Classroom:
                 if self.led in (Led.READY, Led.WARN, Led.REJECT):
                     break
             self.expected.reads[Source.MAKEUP_QR if s.channel == "makeup_qr" else Source.QR_CAMERA] += 1
+
+    def _sam_tap(self, number: str, name: str = "") -> None:
+        """An ID card on the ID-card reader: the real SAM reader reads it from the emulator."""
+        from .readers.idcard_text import build_text
+
+        self.sam.place(build_text("", number=number, name=name))
+        self._arrival()
+        self.expected.reads[Source.SAM] += 1
+
+    def _sam_lift(self) -> None:
+        self.sam.remove()
+        time.sleep(0.05)  # a few reader polls: the reader sees the card lifted
 
     def _qr_text(self, s: Student) -> str:
         if s.channel == "collection_code":
@@ -283,8 +291,7 @@ class Classroom:
         if self.sam is None:
             return
         if s.channel == "id_card":
-            self.sam.remove()
-            time.sleep(0.05)  # a few reader polls: the reader sees the card lifted
+            self._sam_lift()
         elif s.channel in ("collection_code", "makeup_qr"):
             self.camera.show(None)
             for _ in range(4):  # out of view for a few frames: the next showing is a new read
@@ -406,15 +413,10 @@ class Classroom:
 
     def visitor(self, rng: random.Random) -> None:
         """Somebody not on this school's roster taps their ID card."""
-        from .readers.idcard_text import build_text
-
         number = idnumber.make(f"{rng.randrange(110000, 659999)}19990101{rng.randrange(0, 999):03d}")
         if self.sam is not None:
-            self.sam.place(build_text("", number=number))
-            self._arrival()
-            self.sam.remove()
-            time.sleep(0.05)
-            self.expected.reads[Source.SAM] += 1
+            self._sam_tap(number)
+            self._sam_lift()
         else:
             self.tap(make(Kind.ID_NUMBER, number, Source.SIM, "sim-reader"))
             self.expected.reads[Source.SIM] += 1
