@@ -19,13 +19,15 @@ import argparse
 import datetime as dt
 import json
 import logging
-import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from . import config as config_mod
+from . import datadir, logs
 from .config import Config, ConfigError
+from .errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_INTERRUPTED, DataDirBusy, KitError
 
 log = logging.getLogger("capturekit")
 
@@ -42,12 +44,30 @@ def _config(args: argparse.Namespace) -> Config:
     return config_mod.load(args.config, data_dir=getattr(args, "data_dir", None))
 
 
-def _journal(cfg: Config):
-    """The kit's journal, for the commands that change it outside the daemon."""
+def _journal(cfg: Config, create: bool = False):
+    """The kit's journal, for the commands that change it outside the daemon (never a new kit by mistake)."""
     from .clock import SystemClock
     from .journal import Journal
 
-    return Journal(cfg.data_path / "journal.sqlite", cfg.kit_id, SystemClock().wall)
+    datadir.require(cfg.data_path)
+    return Journal(cfg.data_path / "journal.sqlite", cfg.kit_id, SystemClock().wall, create=create)
+
+
+def _signal_fault(cfg: Config) -> None:
+    """The daemon will not start: show FAULT on the status LED with the error beep, so the crew looks."""
+    from .devices.gpio import Beeper, StatusLight, pin_factory
+    from .session import Led, Tone
+
+    try:
+        factory = pin_factory(cfg.gpio.pin_factory)
+        led, beeper = StatusLight(cfg.status_led, factory), Beeper(cfg.buzzer, factory)
+        led.show(Led.FAULT)
+        beeper.play(Tone.ERROR)
+        time.sleep(3.0)
+        led.close()
+        beeper.close()
+    except Exception as exc:  # no GPIO here (laptop, pins taken): the log line is the signal
+        log.warning("could not show the fault on the status LED: %s", exc)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -57,17 +77,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     daemon = Daemon(cfg, build_devices(cfg), assess=build_assessor(cfg))
-    daemon.start()
-    for r in daemon.recovered:
-        print(f"recovered: {r}")
-    control = ControlServer(cfg.control_path, daemon)
-    control.start()
-    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
-    signal.signal(signal.SIGINT, lambda *_: daemon.stop())
+    control = None
     try:
+        try:
+            daemon.start(check_space=True)
+        except DataDirBusy:
+            raise  # the other process owns the LED and the pins
+        except KitError:
+            daemon.close()
+            _signal_fault(cfg)
+            raise
+        for r in daemon.recovered:
+            print(f"recovered: {r}")
+        daemon.start_scrub()
+        control = ControlServer(cfg.control_path, daemon, daemon.lock)
+        control.start()
+        signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+        signal.signal(signal.SIGINT, lambda *_: daemon.stop())
         return daemon.run()
     finally:
-        control.stop()
+        if control:
+            control.stop()
         daemon.close()
 
 
@@ -80,16 +110,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     summary = run(cfg, args.students, seed=args.seed, qc=args.qc or ("real" if cfg.qc.enabled else "sim"),
                   sources=args.readers == "all")
     print(json.dumps(summary, ensure_ascii=False) if args.json else format_summary(summary))
-    return 1 if summary["mismatches"] else 0
+    return EXIT_CHECK_FAILED if summary["mismatches"] else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from .status import status_report
 
     cfg = _config(args)
-    report = status_report(cfg)
+    datadir.require(cfg.data_path)
+    report = status_report(cfg, deep=args.scrub)
     print(json.dumps(report, ensure_ascii=False, indent=1) if args.json else report["text"])
-    return 0
+    return EXIT_CHECK_FAILED if report.get("damaged") else 0
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
@@ -97,11 +128,24 @@ def cmd_recover(args: argparse.Namespace) -> int:
     from .spool import Spool
 
     cfg = _config(args)
-    journal = _journal(cfg)
+    data = datadir.require(cfg.data_path)
+    if not (data / "journal.sqlite").exists():
+        print("nothing to recover: no journal here yet (the capture daemon has not run)")
+        return 0
+    lock = datadir.Lock(data / datadir.KIT_LOCK)
     try:
-        done = recover(journal, Spool(cfg.data_path / "spool"))
+        lock.acquire("recover")
+    except DataDirBusy as exc:
+        raise DataDirBusy(f"{exc}. If the capture daemon is running, it recovered at its own start:"
+                          " there is nothing to do") from None
+    try:
+        journal = _journal(cfg)
+        try:
+            done = recover(journal, Spool(data / "spool"))
+        finally:
+            journal.close()
     finally:
-        journal.close()
+        lock.release()
     print("\n".join(done) if done else "nothing to recover")
     return 0
 
@@ -110,60 +154,73 @@ def cmd_roster(args: argparse.Namespace) -> int:
     from .roster import Roster, RosterError, load_csv
 
     cfg = _config(args)
+    datadir.require(cfg.roster_path.parent)
     if args.action == "load":
+        if not args.file:
+            print("roster load needs the CSV file: capturekit roster load FILE.csv", file=sys.stderr)
+            return EXIT_BAD_INPUT
         try:
-            report = load_csv(Path(args.file), cfg.roster_path, args.encoding, args.skip_bad)
-        except (RosterError, OSError, UnicodeDecodeError) as exc:
+            report = load_csv(Path(args.file), cfg.roster_path, args.encoding, args.skip_bad, args.allow_empty)
+        except RosterError as exc:
             print(f"roster not loaded: {exc}", file=sys.stderr)
-            return 2
+            return EXIT_BAD_INPUT
         print(f"roster loaded: {report.rows} students ({report.keys}), encoding {report.encoding}")
         for line, problem in report.skipped:
             print(f"  skipped line {line}: {problem}")
         return 0
-    print(f"{cfg.roster_path}: {Roster(cfg.roster_path).count()} students")
+    roster = Roster(cfg.roster_path)
+    print(f"{cfg.roster_path}: {roster.count()} students")
+    roster.close()
     return 0
 
 
 def cmd_session(args: argparse.Namespace) -> int:
+    """Close the open session (and open a new one): directly, or through the running daemon."""
+    from .control import send
+
     cfg = _config(args)
-    journal = _journal(cfg)
+    data = datadir.require(cfg.data_path)
+    lock = datadir.Lock(data / datadir.KIT_LOCK)
     try:
-        current = journal.current_session()
-        if current is not None:
-            journal.close_session(current)
-            print(f"session {current} closed")
-        if args.action == "new":
-            print(f"session {journal.open_session(args.school or cfg.school, args.label)} opened")
+        lock.acquire(f"session {args.action}")
+    except DataDirBusy:  # the daemon runs: it is the journal's writer, so it does it
+        print(send(cfg.control_path, {"cmd": "session", "action": args.action, "school": args.school,
+                                      "label": args.label}).replace("; ", "\n"))
+        return 0
+    try:
+        journal = _journal(cfg, create=True)
+        try:
+            current = journal.current_session()
+            if current is not None:
+                journal.close_session(current)
+                print(f"session {current} closed")
+            if args.action == "new":
+                print(f"session {journal.open_session(args.school or cfg.school, args.label)} opened")
+        finally:
+            journal.close()
     finally:
-        journal.close()
+        lock.release()
     return 0
 
 
 def cmd_control(args: argparse.Namespace) -> int:
-    from .control import ControlError, send
+    from .control import send
 
     cfg = _config(args)
-    try:
-        print(send(cfg.control_path, {"cmd": args.command}))
-    except ControlError as exc:
-        print(f"{args.command} failed: {exc}", file=sys.stderr)
-        return 2
+    print(send(cfg.control_path, {"cmd": args.command}))
     return 0
 
 
 def cmd_enter(args: argparse.Namespace) -> int:
     """Manual identity for a student without a readable card: ID number (validated) and name (cross-checked)."""
-    import getpass
-
     from . import idnumber
-    from .control import ControlError, send
+    from .control import send
     from .identity import Kind, Source, make
     from .roster import Roster
 
     cfg = _config(args)
     roster = Roster(cfg.roster_path)
     once = args.id_number is not None
-    operator = os.environ.get("SUDO_USER") or getpass.getuser()
     while True:
         raw = args.id_number if once else input("ID number (blank to stop): ")
         if not raw.strip():
@@ -173,7 +230,7 @@ def cmd_enter(args: argparse.Namespace) -> int:
         except idnumber.InvalidIdNumber as exc:
             print(f"not a valid ID number ({exc}): check it against the student's document")
             if once:
-                return 2
+                return EXIT_BAD_INPUT
             continue
         name = (args.name if once else input("name on the document: ")).strip()
         entry = roster.lookup(make(Kind.ID_NUMBER, number, Source.MANUAL))
@@ -183,14 +240,9 @@ def cmd_enter(args: argparse.Namespace) -> int:
             print(f"the roster has another name for this number ({entry.name[:1]}{'*' * (len(entry.name) - 1)}): "
                   "check the number; nothing sent")
             if once:
-                return 2
+                return EXIT_BAD_INPUT
             continue
-        try:
-            send(cfg.control_path, {"cmd": "identity", "kind": "id_number", "key": number, "source": "manual",
-                                    "reader": f"enter:{operator}"})
-        except ControlError as exc:
-            print(f"not sent: {exc}", file=sys.stderr)
-            return 2
+        send(cfg.control_path, {"cmd": "identity", "kind": "id_number", "key": number})
         print("sent — watch the status LED (cyan: ready, press the pedal)")
         if once:
             return 0
@@ -201,7 +253,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     ok = selftest(cfg, wait_trigger_s=args.wait_trigger, out=print, pause=args.pause)
-    return 0 if ok else 1
+    return 0 if ok else EXIT_CHECK_FAILED
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -247,12 +299,14 @@ def parser() -> argparse.ArgumentParser:
     sp.set_defaults(data_dir=None)
     sp = add("status", cmd_status, "shots, voids, frames and outbox of the current session")
     sp.add_argument("--json", action="store_true")
+    sp.add_argument("--scrub", action="store_true", help="check every bundle's SHA-256 now (reads every byte)")
     add("recover", cmd_recover, "settle journal and spool after a crash")
     sp = add("roster", cmd_roster, "load or inspect the approved-graduate roster")
     sp.add_argument("action", choices=["load", "info"])
     sp.add_argument("file", nargs="?", help="CSV file (for load)")
     sp.add_argument("--encoding", default="auto", help="CSV encoding (default: UTF-8, else GB18030)")
     sp.add_argument("--skip-bad", action="store_true", help="load the good rows and list the bad ones")
+    sp.add_argument("--allow-empty", action="store_true", help="install a roster with no students")
     sp = add("session", cmd_session, "start a new session or close the current one")
     sp.add_argument("action", choices=["new", "close"])
     sp.add_argument("--school", default="")
@@ -273,14 +327,27 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; an expected problem is one line on stderr and a documented exit code (errors.py)."""
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO if args.cmd == "run" else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(logging.DEBUG if args.verbose else logging.INFO if args.cmd == "run" else logging.WARNING)
     try:
         return args.func(args)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except KitError as exc:
+        print(f"capturekit {args.cmd}: {exc}", file=sys.stderr)
+        return exc.code
+    except PermissionError as exc:
+        print(f"capturekit {args.cmd}: permission denied: {exc.filename or exc}", file=sys.stderr)
+        return KitError.code
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"capturekit {args.cmd}: {exc.strerror or exc}{where}", file=sys.stderr)
+        return KitError.code
+    except KeyboardInterrupt:
+        print(f"capturekit {args.cmd}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -8,7 +8,11 @@ every key; ``capturekit config --defaults`` prints them as TOML.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
+import logging
+import math
 import os
 import tomllib
 import types
@@ -103,6 +107,21 @@ class RosterConfig:
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    # MB: `capturekit run` refuses to start with less free space in the data directory (a session of 150
+    # students at ~5 MB a frame and some retakes; the outbox is emptied only as sync confirms and purges)
+    min_free_mb: int = 2000
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """What the kit may show of a student (docs/privacy.md). Names never go to a log or the journal."""
+
+    show_names: bool = False  # the school's policy allows names on the local display
+    console_device: str = ""  # that local display: a terminal device such as /dev/tty1 (never a file)
+
+
+@dataclass(frozen=True)
 class Config:
     kit_id: str = "kit-sim"
     data_dir: str = "/var/lib/capturekit"
@@ -117,6 +136,8 @@ class Config:
     camera: CameraConfig = field(default_factory=CameraConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
     roster: RosterConfig = field(default_factory=RosterConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     makeup_qr: MakeupQrConfig = field(default_factory=MakeupQrConfig)
     qc: QcConfig = field(default_factory=QcConfig)  # shot-time quality checks (docs/qc.md)
     photo_spec: PhotoSpec = field(default_factory=PhotoSpec)  # the diploma derivative (docs/photo-spec.md)
@@ -195,24 +216,93 @@ def build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         raise ConfigError(f"{prefix or 'config'}: {exc}") from exc
 
 
+def _b64_key(text: str, size: int) -> bool:
+    try:
+        return len(base64.b64decode(text, validate=True)) == size
+    except (binascii.Error, ValueError):
+        return False
+
+
+def _hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return bool(text)
+
+
+def _numbers(obj: Any, prefix: str = "") -> list[str]:
+    """Every float must be finite and every (low, high) range ordered, whatever table it is in."""
+    errors = []
+    for f in dataclasses.fields(obj):
+        v, key = getattr(obj, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(v):
+            errors += _numbers(v, f"{key}.")
+        elif isinstance(v, float) and not math.isfinite(v):
+            errors.append(f"{key}: must be a finite number, got {v}")
+        elif isinstance(v, tuple) and v and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v):
+            if not all(math.isfinite(x) for x in v):
+                errors.append(f"{key}: every value must be a finite number")
+            elif len(v) == 2 and f.name not in ("colour_gains",) and v[0] > v[1]:
+                errors.append(f"{key}: must be [low, high] with low <= high, got {list(v)}")
+    return errors
+
+
 def _check(cfg: Config) -> None:
-    """Cross-field rules that types cannot express."""
-    rules = [
+    """Value ranges and cross-field rules that types cannot express; the first broken rule is reported."""
+    cam, ses, light = cfg.camera, cfg.session, cfg.light
+    pins = {"trigger.pin": cfg.trigger.pin, "status_led.red": cfg.status_led.red,
+            "status_led.green": cfg.status_led.green, "status_led.blue": cfg.status_led.blue,
+            "buzzer.pin": cfg.buzzer.pin, "light.pin": light.pin}
+    positive = {
+        "camera.width": cam.width, "camera.height": cam.height, "camera.lores_width": cam.lores_width,
+        "camera.lores_height": cam.lores_height, "camera.exposure_us": cam.exposure_us,
+        "camera.analogue_gain": cam.analogue_gain, "camera.timeout_s": cam.timeout_s,
+        "light.frequency_hz": light.frequency_hz, "session.ready_timeout_s": ses.ready_timeout_s,
+        "session.retake_window_s": ses.retake_window_s, "session.capture_timeout_s": ses.capture_timeout_s,
+        "session.verdict_timeout_s": ses.verdict_timeout_s, "session.led_hold_s": ses.led_hold_s,
+        "qc.analysis_min_width": cfg.qc.analysis_min_width, "qc.sharpness_face_px": cfg.qc.sharpness_face_px,
+        "photo_spec.width_px": cfg.photo_spec.width_px, "photo_spec.height_px": cfg.photo_spec.height_px,
+        "photo_spec.dpi": cfg.photo_spec.dpi,
+    }
+    rules = _numbers(cfg)
+    rules += [f"{k}: must be greater than 0, got {v}" for k, v in positive.items() if not v > 0]
+    rules += [f"{k}: must be a BCM GPIO number 0..27, got {v}" for k, v in pins.items() if not 0 <= v <= 27]
+    seen: dict[int, str] = {}
+    for k, v in pins.items():
+        if v in seen:
+            rules.append(f"{k}: GPIO {v} is already used by {seen[v]}")
+        seen.setdefault(v, k)
+    checks = [
         (cfg.camera.backend in ("sim", "picamera2"), "camera.backend: must be 'sim' or 'picamera2'"),
         (all(r.type in READER_TYPES for r in cfg.readers),
          f"readers: type must be one of {', '.join(READER_TYPES)}"),
         (cfg.gpio.pin_factory in ("mock", "lgpio", "rpigpio", "default"),
          "gpio.pin_factory: must be mock, lgpio, rpigpio or default"),
-        (1 <= cfg.camera.jpeg_quality <= 100, "camera.jpeg_quality: must be 1..100"),
-        (all(0.0 <= v <= 1.0 for v in (cfg.light.idle, cfg.light.preview, cfg.light.shot)),
-         "light: levels must be within 0..1"),
-        (cfg.kit_id.replace("-", "").replace("_", "").isalnum(), "kit_id: letters, digits, '-' and '_' only"),
-        (cfg.session.double_press_s < cfg.session.retake_window_s,
+        (1 <= cam.jpeg_quality <= 100, "camera.jpeg_quality: must be 1..100"),
+        (all(g > 0 for g in cam.colour_gains), "camera.colour_gains: both gains must be greater than 0"),
+        (cam.max_failures >= 1, f"camera.max_failures: must be at least 1, got {cam.max_failures}"),
+        (all(0.0 <= v <= 1.0 for v in (light.idle, light.preview, light.shot)), "light: levels must be within 0..1"),
+        (0 <= cfg.trigger.bounce_s <= 2, f"trigger.bounce_s: must be within 0..2 s, got {cfg.trigger.bounce_s}"),
+        (ses.double_press_s >= 0, "session.double_press_s: must not be negative"),
+        (ses.double_press_s < ses.retake_window_s,
          "session.double_press_s: must be shorter than session.retake_window_s"),
+        (bool(cfg.kit_id) and cfg.kit_id.replace("-", "").replace("_", "").isalnum() and cfg.kit_id.isascii(),
+         "kit_id: letters, digits, '-' and '_' only"),
+        (isinstance(logging.getLevelName(cfg.log_level.upper()), int),
+         f"log_level: must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {cfg.log_level!r}"),
+        (cfg.storage.min_free_mb >= 0, "storage.min_free_mb: must not be negative"),
+        (cfg.makeup_qr.leeway_seconds >= 0, "makeup_qr.leeway_seconds: must not be negative"),
+        (all(_b64_key(k, 32) for k in cfg.makeup_qr.public_keys),
+         "makeup_qr.public_keys: each must be a base64 Ed25519 public key (32 bytes)"),
+        (all(_hex(r) for r in cfg.makeup_qr.revoked), "makeup_qr.revoked: each must be a code id in hex"),
+        (all(s.strip() for s in cfg.makeup_qr.scopes), "makeup_qr.scopes: empty school code"),
+        (not cfg.privacy.console_device or cfg.privacy.console_device.startswith("/dev/"),
+         "privacy.console_device: must be a terminal device under /dev (names never go to a file)"),
     ]
-    for ok, message in rules:
-        if not ok:
-            raise ConfigError(message)
+    rules += [message for ok, message in checks if not ok]
+    if rules:
+        raise ConfigError(rules[0] if len(rules) == 1 else f"{rules[0]} (and {len(rules) - 1} more problems)")
 
 
 def load(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
@@ -222,9 +312,14 @@ def load(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config
     data: dict[str, Any] = {}
     if file.exists():
         try:
-            data = tomllib.loads(file.read_text(encoding="utf-8"))
+            text = file.read_bytes().decode("utf-8-sig")  # a BOM (Windows editors) is accepted
+            data = tomllib.loads(text)
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{file}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot be read: {exc.strerror}") from None
     elif explicit:
         raise ConfigError(f"{file}: no such configuration file")
     if "readers" in data and isinstance(data["readers"], list):

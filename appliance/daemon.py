@@ -15,20 +15,25 @@ the daemon and recovery settles the journal. Repeated camera failures end it wit
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import stat
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from . import notify
+from . import datadir, notify
 from .clock import SystemClock
 from .config import Config
 from .devices.camera import Camera, CameraError, Photo
 from .devices.gpio import Beeper, LightPanel, StatusLight, Trigger
+from .errors import EXIT_CAMERA, EXIT_STORAGE, StorageError
 from .identity import Identity, Kind, Source, masked
-from .journal import Journal, StorageError
+from .journal import Journal
+from .qc.assess import ImageDecodeError
 from .readers import Reader, is_refusal
 from .recovery import recover
 from .roster import Roster, check_identity
@@ -65,8 +70,6 @@ from .spool import Spool
 log = logging.getLogger("capturekit.daemon")
 console = logging.getLogger("capturekit.console")
 
-EXIT_STORAGE = 70  # EX_SOFTWARE: storage failed, restart and recover
-EXIT_CAMERA = 75  # EX_TEMPFAIL: camera keeps failing, restart
 QR_SCAN_INTERVAL_S = 0.3  # preview frames per second handed to camera QR readers: ~3
 
 
@@ -107,6 +110,19 @@ class _Stop:
     pass
 
 
+@dataclass(frozen=True)
+class _Scrubbed:
+    damaged: dict[str, str]
+
+
+@dataclass(frozen=True)
+class _Call:
+    """Run ``fn`` on the loop (the only journal writer) for another thread, and hand back its result."""
+
+    fn: Callable[[], Any]
+    result: Future
+
+
 class Daemon:
     """One capture station's I/O loop around a :class:`Session`."""
 
@@ -133,15 +149,28 @@ class Daemon:
         self._qr_cameras = [r for r in devices.readers if hasattr(r, "feed")]
         self._last_scan = float("-inf")
         self._scan_error = ""
+        self._capture_started: float | None = None  # real monotonic time the camera call in flight began
+        self._hung_reported = False
+        self.damaged: dict[str, str] = {}
+        self._display = _open_display(cfg.privacy) if cfg.privacy.show_names else None
 
     # ---- lifecycle
-    def start(self) -> None:
-        """Open storage, recover, build devices, start the camera and readers."""
+    def start(self, check_space: bool = False) -> None:
+        """Lock the data directory, open storage, recover, build devices, start the camera and readers.
+
+        Raises :class:`~appliance.errors.KitError` (nothing changed, one line for the crew) when the data
+        directory cannot be used: another process holds it, too little free space (``check_space``, the
+        ``run`` command), a damaged or foreign journal, another kit's bundles.
+        """
         cfg = self.cfg
-        data = cfg.data_path
+        data = datadir.create(cfg.data_path)
+        self._lock = datadir.Lock(data / datadir.KIT_LOCK).acquire("capture daemon")
+        if check_space:
+            datadir.check_free_space(data, cfg.storage.min_free_mb)
         self.journal = Journal(data / "journal.sqlite", cfg.kit_id, self.clock.wall)
         self.spool = Spool(data / "spool")
         self.recovered = recover(self.journal, self.spool)
+        self.damaged = self._scrub(deep=False)
         self.roster = Roster(cfg.roster_path)
         if self.roster.count() == 0:
             log.warning("no roster at %s: every identity will be refused as not on roster", cfg.roster_path)
@@ -161,6 +190,41 @@ class Daemon:
         log.info("ready: kit %s, next shot %d, roster %d rows", cfg.kit_id, self.session.next_shot,
                  self.roster.count())
 
+    def start_scrub(self) -> threading.Thread:
+        """Check every stored bundle's SHA-256 in the background (reads every byte: minutes on a Pi's SD
+        card for a full outbox); damage found is posted to the loop, which journals and logs it."""
+        def scrub() -> None:
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # this thread only
+            except OSError as exc:
+                log.debug("scrub runs at normal priority: %s", exc)
+            try:
+                self.post(_Scrubbed(self._scrub(deep=True)))
+            except Exception:  # a scrub that cannot finish is reported, never fatal
+                log.exception("bundle scrub failed")
+
+        thread = threading.Thread(target=scrub, name="scrub", daemon=True)
+        thread.start()
+        return thread
+
+    def _scrub(self, deep: bool) -> dict[str, str]:
+        """Bundles of the outbox that are damaged, by capture id (shallow: records and sizes only)."""
+        damaged = {}
+        for cid in self.spool.bundle_ids():
+            problem = self.spool.check(cid, deep=deep)
+            if problem:
+                damaged[cid] = problem
+        if not deep:
+            self._report_damage(damaged, "start-up check")
+        return damaged
+
+    def _report_damage(self, damaged: dict[str, str], how: str) -> None:
+        for cid, problem in damaged.items():
+            log.error("damaged bundle %s (%s): %s — it stays in the outbox; call support", cid, how, problem)
+            self.journal.event("bundle_damaged", f"{cid}: {problem} ({how})")
+        if how != "start-up check" or not damaged:
+            self.journal.event("scrub", f"{how}: {len(damaged)} damaged of {len(self.spool.bundle_ids())} bundles")
+
     def close(self) -> None:
         for reader in self.devices.readers:
             try:
@@ -174,7 +238,28 @@ class Daemon:
                 getattr(self, dev).close()
         if hasattr(self, "journal"):
             self.journal.close()
+        if hasattr(self, "roster"):
             self.roster.close()
+        if hasattr(self, "_lock"):
+            self._lock.release()
+
+    @property
+    def lock(self) -> datadir.Lock:
+        return self._lock
+
+    def change_session(self, action: str, school: str = "", label: str = "") -> str:
+        """On the loop (``capturekit session`` while the daemon runs): close the open session, maybe open one."""
+        if self.session.state is not State.IDLE:
+            raise ValueError(f"a student is at the camera (state {self.session.state}): wait for the idle LED"
+                             " or cancel, then try again")
+        lines = []
+        current = self.journal.current_session()
+        if current is not None:
+            self.journal.close_session(current)
+            lines.append(f"session {current} closed")
+        if action == "new":
+            lines.append(f"session {self.journal.open_session(school or self.cfg.school, label)} opened")
+        return "; ".join(lines) or "no session was open"
 
     def session_id(self) -> int:
         """The open session (a new one if ``capturekit session close`` ended the last)."""
@@ -216,12 +301,30 @@ class Daemon:
         notify.ready(f"kit {self.cfg.kit_id}: next shot {self.session.next_shot}")
         while self.exit_code is None:
             self.step(self.tick_s)
-            notify.watchdog()
+            if self.alive():
+                notify.watchdog()
         notify.stopping()
         return self.exit_code
 
+    def alive(self) -> bool:
+        """Whether the loop may tell systemd it is well: not while a camera call hangs past twice its
+        timeout (the session has already given up on it; only a restart frees the camera)."""
+        started = self._capture_started
+        if started is None or time.monotonic() - started < 2 * self.cfg.camera.timeout_s:
+            self._hung_reported = False
+            return True
+        if not self._hung_reported:
+            log.critical("camera call hung for %.0f s: no watchdog pings, so systemd restarts the daemon",
+                         time.monotonic() - started)
+            self._hung_reported = True
+        return False
+
     def step(self, timeout: float | None) -> None:
-        """Handle one queued input, or a Tick if none arrives within ``timeout``."""
+        """Handle one queued input, or a Tick if none arrives within ``timeout``.
+
+        Any StorageError — journalling a card read as much as storing a photo — takes the one FAULT path:
+        red LED, error beep, "storage failed" in the log, exit code 70.
+        """
         try:
             item = self.queue.get(timeout=timeout) if timeout else self.queue.get_nowait()
         except queue.Empty:
@@ -229,11 +332,45 @@ class Daemon:
         if isinstance(item, _Stop):
             self.exit_code = 0
             return
-        if isinstance(item, _Read):
-            item = self._present(item)
-        self.dispatch(item)
-        if isinstance(item, Tick):
-            self._maybe_scan(item.t)
+        try:
+            if isinstance(item, _Call):
+                self._call(item)
+                return
+            if isinstance(item, _Scrubbed):
+                self._report_damage(item.damaged, "background SHA-256 scrub")
+                return
+            if isinstance(item, _Read):
+                item = self._present(item)
+            self.dispatch(item)
+            if isinstance(item, Tick):
+                self._maybe_scan(item.t)
+        except StorageError as exc:
+            self._storage_failed(exc)
+
+    def _call(self, call: _Call) -> None:
+        try:
+            call.result.set_result(call.fn())
+        except StorageError as exc:
+            call.result.set_exception(exc)
+            raise
+        except Exception as exc:  # reported to the caller (the control client), the loop goes on
+            log.exception("control call failed")
+            call.result.set_exception(exc)
+
+    def call(self, fn: Callable[[], Any], timeout: float = 5.0) -> Any:
+        """From another thread: run ``fn`` on the loop and return its result (raises what it raised)."""
+        result: Future = Future()
+        self.post(_Call(fn, result))
+        return result.result(timeout=timeout)
+
+    def _storage_failed(self, exc: StorageError) -> None:
+        log.critical("storage failed: %s", exc)
+        self.exit_code = EXIT_STORAGE
+        for action in self.session.handle(StorageFailed(str(exc), self.clock.monotonic())):
+            try:
+                self._do(action)
+            except Exception:  # the devices must still show FAULT; the journal may be what failed
+                log.exception("while signalling the storage fault")
 
     def settle(self, limit: float = 30.0) -> None:
         """Process everything queued, waiting for in-flight captures (simulator and tests)."""
@@ -298,13 +435,7 @@ class Daemon:
         while pending:
             ev = pending.pop(0)
             for action in self.session.handle(ev):
-                try:
-                    follow = self._do(action)
-                except StorageError as exc:
-                    log.critical("storage failed: %s", exc)
-                    pending = [StorageFailed(str(exc), self.clock.monotonic())]
-                    self.exit_code = EXIT_STORAGE
-                    break
+                follow = self._do(action)
                 if follow is not None:
                     pending.append(follow)
 
@@ -337,11 +468,22 @@ class Daemon:
                 self.status.show(led)
             case SetLight(level):
                 self.light.set(level)
-            case Show(text):
-                console.info(text)
+            case Show(text, private):
+                self._show(text, private)
             case _:
                 raise TypeError(f"unknown action {a!r}")
         return None
+
+    def _show(self, text: str, private: str) -> None:
+        """Operator console: the log (journald) gets masked keys only; a roster label (name, class,
+        student number) goes only to a local display the school's policy names (``privacy``)."""
+        console.info(text)
+        if private and self._display is not None:
+            try:
+                self._display.write(f"{text} — {private}\n")
+                self._display.flush()
+            except OSError as exc:
+                log.warning("local display %s failed: %s", self.cfg.privacy.console_device, exc)
 
     def _take(self, shot: int, frame: int) -> None:
         if self._capture is not None and not self._capture.done():
@@ -352,16 +494,23 @@ class Daemon:
 
     def _capture_job(self, shot: int, frame: int) -> None:
         """Camera thread: capture, then QC; the photo is parked in memory and the results queued."""
+        self._capture_started = time.monotonic()
         try:
             photo = self.devices.camera.capture(shot, frame)
         except Exception as exc:  # CameraError, or any bug in an adapter: never lose it silently
             log.error("capture %d/%d failed: %s", shot, frame, exc, exc_info=not isinstance(exc, CameraError))
             self.post(PhotoFailed(shot, frame, str(exc), self.clock.monotonic()))
             return
+        finally:
+            self._capture_started = None
         captured_at = self.clock.wall()
         try:
             outcome = self.assess(photo)
-        except Exception as exc:
+        except ImageDecodeError as exc:  # the camera handed over something that is not a photo: retake
+            log.error("capture %d/%d is not a decodable photo: %s", shot, frame, exc)
+            self.post(PhotoFailed(shot, frame, f"photo not decodable: {exc}", self.clock.monotonic()))
+            return
+        except Exception as exc:  # QualityCheck handles its own errors; this is a bug elsewhere: keep the photo
             log.exception("QC failed on %d/%d", shot, frame)
             outcome = QcOutcome("warn", (f"qc_error: {exc}",))
         self._photos[(shot, frame)] = (photo, outcome, captured_at)
@@ -428,6 +577,22 @@ class Daemon:
     def _forget_rejects(self, shot: int) -> None:
         for key in [k for k in self._rejected if k[0] == shot]:
             del self._rejected[key]
+
+
+def _open_display(privacy: Any) -> Any:
+    """The local display names may be shown on (a character device such as /dev/tty1), or None."""
+    device = privacy.console_device
+    if not device:
+        log.warning("privacy.show_names is set but no privacy.console_device: names are not shown")
+        return None
+    try:
+        if not stat.S_ISCHR(os.stat(device).st_mode):
+            log.error("privacy.console_device %s is not a terminal device: names are not shown", device)
+            return None
+        return open(device, "w", encoding="utf-8")
+    except OSError as exc:
+        log.error("privacy.console_device %s cannot be opened (%s): names are not shown", device, exc)
+        return None
 
 
 def masked_identity(stored: dict[str, str]) -> str:

@@ -25,13 +25,12 @@ from typing import Any
 
 import sqlite_utils
 
+from .errors import JournalDamaged, StartRefused, StorageError
 from .identity import Identity, stored_form
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-
-class StorageError(RuntimeError):
-    """The journal or spool could not make something durable."""
+__all__ = ["Journal", "JournalDamaged", "StorageError", "check_integrity", "connect", "connect_readonly"]
 
 
 @dataclass(frozen=True)
@@ -62,23 +61,66 @@ def connect(path: Path) -> sqlite_utils.Database:
     return db
 
 
-class Journal:
-    """The capture daemon's view of the journal (single writer of shots and frames)."""
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection (``status``, the integrity check): never writes the journal or its WAL."""
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0, check_same_thread=False)
 
-    def __init__(self, path: Path, kit_id: str, wall: Callable[[], str]) -> None:
+
+def check_integrity(path: Path) -> None:
+    """``PRAGMA quick_check`` on a read-only connection; a damaged or foreign file raises JournalDamaged.
+
+    Nothing is written: a damaged journal stays byte for byte as found, for support to look at.
+    """
+    advice = (f"the journal {path} is {{}}; it was left exactly as found. Move it aside (e.g. `mv {path}"
+              f" {path}.damaged`) and start again: the bundles in the outbox are adopted from their own records")
+    try:
+        conn = connect_readonly(path)
+        try:
+            rows = [r[0] for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise JournalDamaged(advice.format(f"not readable as a journal ({exc})")) from exc
+    if rows != ["ok"]:
+        raise JournalDamaged(advice.format(f"damaged ({'; '.join(rows)[:200]})"))
+
+
+def _stored_meta(db: sqlite_utils.Database) -> dict[str, str]:
+    if "meta" not in db.table_names():
+        return {}
+    return dict(db.execute("SELECT key, value FROM meta").fetchall())
+
+
+class Journal:
+    """The capture daemon's view of the journal (single writer of shots and frames).
+
+    ``create=False`` (``recover``, ``session``) refuses a missing journal instead of starting a new kit.
+    ``fresh`` says whether this journal was just created (no journal id before): recovery then adopts the
+    bundles an earlier journal left in the outbox and continues their shot numbers.
+    """
+
+    def __init__(self, path: Path, kit_id: str, wall: Callable[[], str], create: bool = True) -> None:
         self.path = path
         self.wall = wall  # ISO-8601 local time with offset
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() and not create:
+            raise StartRefused(f"no journal at {path}: the capture daemon has not run in this data directory")
+        if path.exists() and path.stat().st_size > 0:
+            check_integrity(path)
         try:
             self.db = connect(path)
+            meta = _stored_meta(self.db)
+            if meta.get("kit_id", kit_id) != kit_id:
+                self.db.conn.close()
+                raise StartRefused(f"the journal {path} belongs to kit {meta['kit_id']!r} but this kit's config says"
+                                   f" {kit_id!r}: put the card back in kit {meta['kit_id']!r}, or fix kit_id")
+            self.fresh = "journal_id" not in meta
             with self._tx():
                 self._create()
                 self.kit_id = self._meta("kit_id", kit_id)
                 self.journal_id = self._meta("journal_id", secrets.token_hex(4))
+                self._meta("schema", str(SCHEMA_VERSION))
         except sqlite3.Error as exc:
             raise StorageError(f"journal {path}: {exc}") from exc
-        if self.kit_id != kit_id:
-            raise StorageError(f"journal {path} belongs to kit {self.kit_id!r}, config says {kit_id!r}")
 
     # ---- schema
     def _create(self) -> None:
@@ -104,6 +146,12 @@ class Journal:
             if_not_exists=True)
         db["events"].create({"id": int, "at": str, "session_id": int, "kind": str, "shot": int, "detail": str},
                             pk="id", not_null={"at", "kind"}, if_not_exists=True)
+        # bundles found in the outbox that this journal did not write (an earlier journal's, lost or replaced):
+        # recorded from their own records and left in the outbox for sync (docs/operations.md)
+        db["adopted"].create(
+            {"capture_id": str, "kit_id": str, "journal_id": str, "shot": int, "frame": int, "sha256": str,
+             "bytes": int, "path": str, "at": str, "detail": str},
+            pk="capture_id", not_null={"journal_id", "shot", "frame", "at"}, if_not_exists=True)
         db["reads"].create_index(["kind", "key"], if_not_exists=True)
         db["frames"].create_index(["capture_id"], unique=True, if_not_exists=True)
         db["shots"].create_index(["status"], if_not_exists=True)
@@ -161,7 +209,9 @@ class Journal:
         return cur.lastrowid
 
     def next_shot(self) -> int:
-        row = self._one("SELECT COALESCE(MAX(number), 0) + 1 FROM shots")
+        """The next unused shot number: after every shot here, and after ``first_shot`` (set by adoption)."""
+        row = self._one("SELECT MAX(COALESCE((SELECT MAX(number) FROM shots), 0),"
+                        " COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'first_shot'), 1) - 1) + 1")
         return row[0]
 
     def prior_shot(self, identity: Identity) -> PriorShot | None:
@@ -226,19 +276,31 @@ class Journal:
         return cid
 
     def finish_frame(self, shot: int, frame: int, sha256: str, size: int, path: str) -> None:
-        """The frame's file is durable: mark it, and for the outbox select it and capture the shot."""
+        """The frame's file is durable: mark it, and for the outbox select it and capture the shot.
+
+        A void shot stays void: its number was given up, so a frame for it is kept (status ``stored`` in the
+        frames table, its bundle in the outbox) but the shot is not turned into a captured one, and the
+        call raises StorageError so the daemon stops rather than carry on from an impossible state.
+        """
         with self._tx():
-            row = self.db.execute("SELECT dest FROM frames WHERE shot=? AND frame=? AND status='storing'",
-                                  [shot, frame]).fetchone()
+            row = self.db.execute(
+                "SELECT f.dest, s.status FROM frames f JOIN shots s ON s.number = f.shot"
+                " WHERE f.shot=? AND f.frame=? AND f.status='storing'", [shot, frame]).fetchone()
             if row is None:
                 raise StorageError(f"frame {shot}/{frame} was not begun")
             status = "stored" if row[0] == "outbox" else "rejected"
             self.db.execute("UPDATE frames SET status=?, sha256=?, bytes=?, path=? WHERE shot=? AND frame=?",
                             [status, sha256, size, path, shot, frame])
-            if status == "stored":
+            void = status == "stored" and row[1] == "void"
+            if status == "stored" and not void:
                 self.db.execute(
                     "UPDATE shots SET status='captured', selected_frame=?, closed_at=COALESCE(closed_at, ?)"
                     " WHERE number=?", [frame, self.wall(), shot])
+            if void:
+                self.db.execute("INSERT INTO events(at, kind, shot, detail) VALUES (?, 'frame_for_void_shot', ?, ?)",
+                                [self.wall(), shot, f"frame {frame} stored at {path}; the shot stays void"])
+        if void:
+            raise StorageError(f"shot {shot} is void: frame {frame} was kept at {path} but cannot capture it")
 
     def frame_failed(self, shot: int, frame: int, reason: str) -> None:
         with self._tx():
@@ -274,7 +336,26 @@ class Journal:
         return [r[0] for r in self.db.execute("SELECT number FROM shots WHERE status='open' ORDER BY number")]
 
     def known_capture_ids(self) -> set[str]:
-        return {r[0] for r in self.db.execute("SELECT capture_id FROM frames WHERE dest='outbox'")}
+        """Capture ids this journal accounts for in the outbox: its own frames and adopted bundles."""
+        return {r[0] for r in self.db.execute(
+            "SELECT capture_id FROM frames WHERE dest='outbox' UNION SELECT capture_id FROM adopted")}
+
+    def adopt(self, capture_id: str, journal_id: str, shot: int, frame: int, sha256: str | None, size: int | None,
+              path: str, detail: str) -> None:
+        """Record a bundle another journal wrote (it stays in the outbox; sync uploads it like any other).
+
+        While this journal has no shot of its own yet, ``first_shot`` moves past the adopted shot, so the
+        crew's numbers carry on where the lost journal stopped (and a number is never given twice).
+        """
+        with self._tx():
+            self.db.execute(
+                "INSERT INTO adopted(capture_id, kit_id, journal_id, shot, frame, sha256, bytes, path, at, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(capture_id) DO NOTHING",
+                [capture_id, self.kit_id, journal_id, shot, frame, sha256, size, path, self.wall(), detail])
+            if self.db.execute("SELECT COUNT(*) FROM shots").fetchone()[0] == 0:
+                self.db.execute(
+                    "INSERT INTO meta(key, value) VALUES ('first_shot', ?) ON CONFLICT(key) DO UPDATE"
+                    " SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))", [str(shot + 1)])
 
     # ---- summaries (status command, simulator, tests)
     def counts(self, session_id: int | None = None) -> dict[str, int]:

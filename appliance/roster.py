@@ -10,6 +10,7 @@ wrong card; they are never journalled or spooled.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import idnumber
+from .datadir import ROSTER_LOCK, Lock
 from .identity import Identity, InvalidIdentity, Kind, make
 from .journal import Journal
 from .session import RosterCheck, RosterStatus
@@ -68,78 +70,176 @@ class Entry:
         return " ".join(x for x in (self.name, self.klass or self.major, self.student_no) if x)
 
 
-def _decode(raw: bytes, encoding: str) -> tuple[str, str]:
+MAX_LINE_BYTES = 64 * 1024  # a roster line is well under 1 KiB; longer means a broken or foreign file
+_CHUNK = 1 << 20
+
+
+def _scan(path: Path, encoding: str) -> tuple[str, str]:
+    """One bounded-memory pass over the raw file: its encoding, its SHA-256, and no line over the limit."""
     if encoding != "auto":
-        return raw.decode(encoding), encoding
-    for enc in ("utf-8-sig", "gb18030"):  # Excel on Chinese Windows saves CSV as GB18030/GBK
         try:
-            return raw.decode(enc), enc
+            encoding = codecs.lookup(encoding).name
+        except LookupError:
+            raise RosterError(f"unknown encoding {encoding!r} (try utf-8 or gb18030)") from None
+    candidates = [encoding] if encoding != "auto" else ["utf-8-sig", "gb18030"]  # Excel on Chinese Windows: GB18030
+    decoders = {enc: codecs.getincrementaldecoder(enc)() for enc in candidates}
+    digest = hashlib.sha256()
+    line, line_len = 1, 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+            for enc in list(decoders):
+                try:
+                    decoders[enc].decode(chunk)
+                except UnicodeDecodeError:
+                    del decoders[enc]
+            if not decoders:
+                what = f"{encoding} text" if encoding != "auto" else "UTF-8 or GB18030 text"
+                raise RosterError(f"roster is not {what} (from line {line} on)")
+            start = 0
+            while (nl := chunk.find(b"\n", start)) >= 0:
+                if line_len + nl - start > MAX_LINE_BYTES:
+                    raise RosterError(f"line {line} is longer than {MAX_LINE_BYTES} bytes: not a roster line")
+                line, line_len, start = line + 1, 0, nl + 1
+            line_len += len(chunk) - start
+            if line_len > MAX_LINE_BYTES:
+                raise RosterError(f"line {line} is longer than {MAX_LINE_BYTES} bytes: not a roster line")
+    for enc, dec in decoders.items():
+        try:
+            dec.decode(b"", final=True)
         except UnicodeDecodeError:
             continue
-    raise RosterError("roster is neither UTF-8 nor GB18030 text")
+        return enc, digest.hexdigest()
+    raise RosterError("roster ends in the middle of a character: truncated file?")
 
 
-def _rows(text: str) -> tuple[list[str], Iterable[tuple[int, dict[str, str]]]]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+def _lines(fh: Iterable[str] | io.TextIOBase) -> Iterable[str]:
+    while line := fh.readline(MAX_LINE_BYTES + 1):  # type: ignore[union-attr]
+        if len(line) > MAX_LINE_BYTES:
+            raise RosterError(f"a line is longer than {MAX_LINE_BYTES} characters: not a roster line")
+        yield line
+
+
+def _header(reader: Iterable[list[str]]) -> list[str]:
     try:
-        header = next(reader)
+        header = next(iter(reader))
     except StopIteration:
-        raise RosterError("roster is empty") from None
+        raise RosterError("roster is empty: not even a header line") from None
     columns = [ALIASES.get(h.strip(), h.strip().lower()) for h in header]
     unknown = [h for h, c in zip(header, columns, strict=True) if c not in (*KEY_COLUMNS.values(), *INFO_COLUMNS)]
     if unknown:
         raise RosterError(f"unknown roster columns {unknown}; known: {[*KEY_COLUMNS.values(), *INFO_COLUMNS]}")
+    for i, c in enumerate(columns):
+        if c in columns[:i]:
+            raise RosterError(f"column {c} is given twice (headers {header[columns.index(c)]!r} and {header[i]!r}):"
+                              " which one holds the data cannot be guessed")
     if not set(columns) & set(KEY_COLUMNS.values()):
         raise RosterError(f"roster has no key column (one of {list(KEY_COLUMNS.values())})")
-    rows = ((reader.line_num, dict(zip(columns, (v.strip() if c != "collection_code" else v for c, v in
-                                                   zip(columns, r, strict=False)), strict=False)))
-            for r in reader if any(x.strip() for x in r))
-    return columns, rows
+    return columns
 
 
-def load_csv(csv_path: Path, db_path: Path, encoding: str = "auto", skip_bad: bool = False) -> LoadReport:
-    """Validate a roster CSV and atomically replace ``db_path`` with it."""
-    raw = csv_path.read_bytes()
-    text, used = _decode(raw, encoding)
-    _columns, rows = _rows(text)
-    report = LoadReport(encoding=used, sha256=hashlib.sha256(raw).hexdigest())
+def read_csv(csv_path: Path, encoding: str = "auto") -> tuple[LoadReport, list[tuple[int, dict[str, str]]],
+                                                           list[tuple[int, str]]]:
+    """Parse and validate a roster CSV in bounded memory: (report, good rows by line, problems by line).
+
+    A file that would silently lose students is refused as a whole (RosterError): a line over the
+    limit, the same column twice, a quote left open (it swallows the rows after it).
+    """
+    try:
+        used, sha = _scan(csv_path, encoding)
+        fh = open(csv_path, encoding=used, newline="")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise RosterError(f"no such roster file: {csv_path}") from None
+    except IsADirectoryError:
+        raise RosterError(f"{csv_path} is a directory, not a roster file") from None
+    except OSError as exc:
+        raise RosterError(f"cannot read {csv_path}: {exc.strerror}") from None
+    report = LoadReport(encoding=used, sha256=sha)
     problems: list[tuple[int, str]] = []
+    good: list[tuple[int, dict[str, str]]] = []
     seen: dict[tuple[str, str], int] = {}
-    good: list[tuple] = []
-    for line, row in rows:
-        keys = {}
-        before = len(problems)
-        for kind, col in KEY_COLUMNS.items():
-            value = row.get(col) or ""
-            if not value:
-                continue
-            try:
-                if kind is Kind.ID_NUMBER:
-                    value = idnumber.validate(value)
-                keys[col] = make(kind, value, "manual").key
-            except (idnumber.InvalidIdNumber, InvalidIdentity) as exc:
-                problems.append((line, f"{col}: {exc}"))
-        if len(problems) > before:
+    with fh:
+        reader = csv.reader(_lines(fh))
+        columns = _header(reader)
+        line = reader.line_num + 1
+        try:
+            for cells in reader:
+                first, line = line, reader.line_num + 1
+                if not any(x.strip() for x in cells):
+                    continue
+                if any("\n" in x or "\r" in x for x in cells):
+                    raise RosterError(f"line {first}: a quoted cell runs over {line - first} lines — a quote"
+                                      " left open swallows the rows after it")
+                if len(cells) > len(columns):
+                    problems.append((first, f"{len(cells)} cells, the header has {len(columns)}"))
+                    continue
+                row = {c: (v if c == "collection_code" else v.strip()) for c, v in zip(columns, cells, strict=False)}
+                keys, bad = _keys(row)
+                if bad:
+                    problems += [(first, b) for b in bad]
+                    continue
+                dup = [(c, v) for c, v in keys.items() if (c, v) in seen]
+                if dup:
+                    problems.append((first, f"{dup[0][0]} repeats line {seen[dup[0]]}"))
+                    continue
+                for c, v in keys.items():
+                    seen[(c, v)] = first
+                    report.keys[c] = report.keys.get(c, 0) + 1
+                good.append((first, {**row, **keys}))
+        except csv.Error as exc:
+            raise RosterError(f"line {line}: not CSV ({exc})") from None
+    return report, good, problems
+
+
+def _keys(row: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    keys, bad = {}, []
+    for kind, col in KEY_COLUMNS.items():
+        value = row.get(col) or ""
+        if not value:
             continue
-        if not keys:
-            problems.append((line, "no identity key in this row"))
-            continue
-        dup = [(c, v) for c, v in keys.items() if (c, v) in seen]
-        if dup:
-            problems.append((line, f"{dup[0][0]} repeats line {seen[dup[0]]}"))
-            continue
-        for c, v in keys.items():
-            seen[(c, v)] = line
-            report.keys[c] = report.keys.get(c, 0) + 1
-        good.append((keys.get("id_number"), keys.get("collection_code"), keys.get("card_uid"),
-                     *(row.get(c, "") for c in INFO_COLUMNS[:-1]), int(row.get("photographed", "").lower() in TRUE)))
+        try:
+            if kind is Kind.ID_NUMBER:
+                value = idnumber.validate(value)
+            keys[col] = make(kind, value, "manual").key
+        except (idnumber.InvalidIdNumber, InvalidIdentity) as exc:
+            bad.append(f"{col}: {exc}")
+    if not keys and not bad:
+        bad.append("no identity key in this row")
+    return keys, bad
+
+
+def load_csv(csv_path: Path, db_path: Path, encoding: str = "auto", skip_bad: bool = False,
+             allow_empty: bool = False) -> LoadReport:
+    """Validate a roster CSV and atomically replace ``db_path`` with it (the old roster stays on any error).
+
+    Holds ``roster.lock`` beside ``db_path`` so two loads never interleave.
+    """
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = Lock(db_path.parent / ROSTER_LOCK).acquire("roster load")
+    try:
+        return _load(csv_path, db_path, encoding, skip_bad, allow_empty)
+    finally:
+        lock.release()
+
+
+def _load(csv_path: Path, db_path: Path, encoding: str, skip_bad: bool, allow_empty: bool) -> LoadReport:
+    report, rows, problems = read_csv(csv_path, encoding)
     if problems and not skip_bad:
         raise RosterError(f"{csv_path}: {len(problems)} bad rows (nothing loaded)", problems)
+    if not rows and not allow_empty:
+        loaded = Roster(db_path)
+        kept = loaded.count()
+        loaded.close()
+        raise RosterError(f"{csv_path} holds no students"
+                          + (f"; the loaded roster ({kept} students) is kept" if kept else "")
+                          + " (--allow-empty to install an empty roster)")
     report.skipped = problems
-    report.rows = len(good)
-    tmp = db_path.with_name(db_path.name + ".new")
+    report.rows = len(rows)
+    good = [(r.get("id_number") or None, r.get("collection_code") or None, r.get("card_uid") or None,
+             *(r.get(c, "") for c in INFO_COLUMNS[:-1]), int(r.get("photographed", "").lower() in TRUE))
+            for _, r in rows]
+    tmp = db_path.with_name(f"{db_path.name}.new-{os.getpid()}")
     tmp.unlink(missing_ok=True)
-    db_path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(tmp)
     try:
         with conn:
@@ -151,8 +251,11 @@ def load_csv(csv_path: Path, db_path: Path, encoding: str = "auto", skip_bad: bo
                              " class, major, photographed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", good)
             conn.executemany("INSERT INTO meta VALUES (?, ?)",
                              [("source", str(csv_path)), ("sha256", report.sha256), ("rows", str(report.rows))])
-    finally:
+    except BaseException:
         conn.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    conn.close()
     os.replace(tmp, db_path)  # the commit above synced the file; make the rename durable too
     fd = os.open(db_path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -95,7 +95,7 @@ class RosterCheck:
     detail: str = ""
     prior_shot: int | None = None  # with SHOT_THIS_SESSION: the shot to reopen
     prior_frames: int = 0  # frames that shot already has
-    label: str = ""  # operator-console label from the roster (class, masked key)
+    label: str = ""  # roster label for a local display only (never logged): class, name, student number
 
 
 @dataclass(frozen=True)
@@ -262,9 +262,11 @@ class SetLight:
 
 @dataclass(frozen=True)
 class Show:
-    """One line for the operator console."""
+    """One line for the operator console. ``text`` may go to the system log, so it carries masked keys
+    only; ``private`` (the roster's label: class, name, student number) goes only to a local display."""
 
     text: str
+    private: str = ""
 
 
 Action = (OpenShot | ReopenShot | VoidShot | TakePhoto | StoreFrame | RejectFrame | FrameFailed
@@ -398,13 +400,13 @@ class Session:
         """An identity in IDLE/READY/REVIEW: reject it, or open (or reopen) its shot."""
         check, ident = ev.check, ev.identity
         p = self.ctx.pending
-        label = check.label or masked(ident)
+        key, label = masked(ident), check.label
         if check.status is RosterStatus.INVALID:
             return [Note("identity_rejected", f"invalid: {check.detail}"),
-                    *self._transient(Led.REJECT, Tone.INVALID, ev.t), Show(f"INVALID ID {label}: {check.detail}")]
+                    *self._transient(Led.REJECT, Tone.INVALID, ev.t), Show(f"INVALID ID {key}: {check.detail}")]
         if check.status is RosterStatus.NOT_ON_ROSTER:
-            return [Note("identity_rejected", f"not on roster: {masked(ident)}"),
-                    *self._transient(Led.REJECT, Tone.UNKNOWN, ev.t), Show(f"NOT ON ROSTER {label}")]
+            return [Note("identity_rejected", f"not on roster: {key}"),
+                    *self._transient(Led.REJECT, Tone.UNKNOWN, ev.t), Show(f"NOT ON ROSTER {key}")]
         if (self.ctx.state is State.READY and p is not None and p.identity.kind == ident.kind
                 and p.identity.key == ident.key):
             return [Note("identity_repeated", str(ident), p.shot), Beep(Tone.ACCEPT)]
@@ -415,17 +417,17 @@ class Session:
             shot = check.prior_shot
             new = Pending(shot, ident, ev.read_id, next_frame=check.prior_frames + 1, captured=True)
             actions.append(ReopenShot(shot, ev.read_id))
-            text = f"shot {shot} AGAIN (already shot this session) — retake: {label}"
+            text = f"shot {shot} AGAIN (already shot this session) — retake: {key}"
         else:
             shot = self.next_shot
             self.next_shot += 1
             new = Pending(shot, ident, ev.read_id, next_frame=1)
             actions.append(OpenShot(shot, ev.read_id))
-            text = f"shot {shot} ready: {label}" + (" (WARNING: shot before)" if warn else "")
+            text = f"shot {shot} ready: {key}" + (" (WARNING: shot before)" if warn else "")
         led = Led.WARN if warn else Led.READY
         self._enter(State.READY, new, ev.t + self.config.ready_timeout_s, led)
         return [*actions, Beep(Tone.WARN if warn else Tone.ACCEPT), ShowLed(led), SetLight(Light.PREVIEW),
-                Show(text)]
+                Show(text, label)]
 
     def _shoot(self, ev: TriggerPressed, p: Pending) -> list[Action]:
         frame = p.next_frame

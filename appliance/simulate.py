@@ -196,13 +196,13 @@ class Classroom:
     def start(self) -> None:
         self.daemon.start()
         if self.sam is not None:
-            self.control = ControlServer(self.cfg.control_path, self.daemon)
+            self.control = ControlServer(self.cfg.control_path, self.daemon, self.daemon.lock)
             self.control.start()
 
     def close(self) -> None:
-        self.daemon.close()
         if self.control:
             self.control.stop()
+        self.daemon.close()
         if self.sam:
             self.sam.stop()
         if self._tmp:

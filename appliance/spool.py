@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .journal import StorageError
+from .errors import StorageError
+
+log = logging.getLogger("capturekit.spool")
 
 FORMAT = "capturekit.bundle/1"
 RECORD = "capture.json"
@@ -52,16 +56,53 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-class Spool:
-    """Outbox bundles and kept rejects under ``root``."""
+@dataclass(frozen=True)
+class Header:
+    """What identifies a bundle, read from the bundle itself (no journal needed)."""
 
-    def __init__(self, root: Path) -> None:
+    capture_id: str
+    kit_id: str
+    journal_id: str
+    shot: int
+    frame: int
+    sha256: str
+    size: int
+
+
+def _aside(path: Path) -> Path:
+    """A free name next to ``path`` for something moved out of the way (never overwrites)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        cand = path.with_name(f"{path.name}.stray-{stamp}" + (f".{n}" if n else ""))
+        if not cand.exists():
+            return cand
+    raise StorageError(f"no free name to move {path} aside")
+
+
+class Spool:
+    """Outbox bundles and kept rejects under ``root``.
+
+    ``notes`` lists what opening the spool had to put right (a file where a directory belongs is moved
+    aside, never deleted); recovery journals them. ``create=False`` (``status``) changes nothing on disk.
+    """
+
+    def __init__(self, root: Path, create: bool = True) -> None:
         self.root = root
         self.outbox = root / "outbox"
         self.rejects = root / "rejects"
         self.orphans = root / "orphans"
-        for d in (self.outbox, self.rejects):
-            d.mkdir(parents=True, exist_ok=True)
+        self.notes: list[str] = []
+        if not create:
+            return
+        try:
+            for d in (root, self.outbox, self.rejects):
+                if d.exists() and not d.is_dir():
+                    dest = _aside(d)
+                    os.rename(d, dest)
+                    self.notes.append(f"{d} was not a directory: moved to {dest.name}")
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"spool {root}: {exc}") from exc
 
     def write_bundle(self, capture_id: str, jpeg: bytes, record: dict[str, Any],
                      derivative: bytes | None = None) -> Written:
@@ -110,38 +151,71 @@ class Spool:
 
     # ---- recovery and inspection
     def clean_temp(self) -> list[str]:
-        """Remove half-written bundles/rejects left by a crash; return their names."""
+        """Remove half-written bundles/rejects left by a crash (our ``.tmp-`` names only); return their names."""
         removed = []
         for d in (self.outbox, self.rejects):
             for p in d.glob(f"{TMP_PREFIX}*"):
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
+                try:
+                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                except OSError as exc:
+                    log.error("cannot remove half-written %s: %s", p, exc)
+                    continue
                 removed.append(p.name)
         return removed
 
     def bundle_ids(self) -> list[str]:
-        return sorted(p.name for p in self.outbox.iterdir() if p.is_dir() and not p.name.startswith(TMP_PREFIX))
+        """Bundle directories in the outbox. Dot names are not bundles (ours are half-written, others are
+        someone else's, e.g. a sync daemon's ``.sync-state/``): readers ignore them, as the format says."""
+        return sorted(p.name for p in self.outbox.iterdir() if not p.name.startswith(".") and p.is_dir()
+                      and not p.is_symlink())
+
+    def strays(self) -> list[str]:
+        """Outbox entries that are neither bundles nor dot names (a file where a bundle directory belongs)."""
+        return sorted(p.name for p in self.outbox.iterdir() if not p.name.startswith(".")
+                      and (not p.is_dir() or p.is_symlink()))
 
     def record(self, capture_id: str) -> dict[str, Any]:
-        return json.loads((self.outbox / capture_id / RECORD).read_text(encoding="utf-8"))
+        rec = json.loads((self.outbox / capture_id / RECORD).read_text(encoding="utf-8"))
+        if not isinstance(rec, dict):
+            raise ValueError(f"{RECORD} is not an object")
+        return rec
 
-    def verify(self, capture_id: str) -> str | None:
-        """None if the bundle is complete and its JPEG matches its SHA-256, else what is wrong."""
+    def header(self, capture_id: str) -> Header:
+        """The bundle's identity from its own record; ValueError/OSError if it cannot be read."""
+        rec = self.record(capture_id)
+        try:
+            h = Header(str(rec["capture_id"]), str(rec["kit_id"]), str(rec["journal_id"]), int(rec["shot"]),
+                       int(rec["frame"]), str(rec["photo"]["sha256"]), int(rec["photo"]["bytes"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{RECORD} lacks {exc}") from exc
+        if h.capture_id != capture_id:
+            raise ValueError(f"{RECORD} names {h.capture_id!r}, not its directory")
+        return h
+
+    def check(self, capture_id: str, deep: bool = True) -> str | None:
+        """None if the bundle is sound, else what is wrong. Shallow: the record parses and the files have
+        their recorded sizes (a few small reads); deep: also every file's SHA-256 (reads every byte)."""
         d = self.outbox / capture_id
         try:
             rec = self.record(capture_id)
-            data = (d / rec["photo"]["file"]).read_bytes()
-        except (OSError, ValueError, KeyError) as exc:
-            return f"unreadable: {exc}"
-        if hashlib.sha256(data).hexdigest() != rec["photo"]["sha256"]:
-            return "sha256 mismatch"
-        deriv = rec.get("derivative")
-        if deriv:
+            self.header(capture_id)
+        except (OSError, ValueError) as exc:
+            return f"record unreadable: {exc}"
+        parts = [("photo", rec["photo"])] + ([("derivative", rec["derivative"])] if rec.get("derivative") else [])
+        for what, part in parts:
             try:
-                if hashlib.sha256((d / deriv["file"]).read_bytes()).hexdigest() != deriv["sha256"]:
-                    return "derivative sha256 mismatch"
-            except OSError as exc:
-                return f"derivative unreadable: {exc}"
+                f = d / part["file"]
+                if f.stat().st_size != part["bytes"]:
+                    return f"{what} has {f.stat().st_size} bytes, its record says {part['bytes']}"
+                if deep and _sha256_file(f) != part["sha256"]:
+                    return f"{what} does not match its SHA-256"
+            except (OSError, KeyError, TypeError) as exc:
+                return f"{what} unreadable: {exc}"
         return None
+
+    def verify(self, capture_id: str) -> str | None:
+        """None if the bundle is complete and every file matches its SHA-256, else what is wrong."""
+        return self.check(capture_id, deep=True)
 
     def reject_written(self, capture_id: str) -> Written | None:
         """The kept reject of ``capture_id`` with its digest, or None if it never reached its place."""
@@ -152,9 +226,24 @@ class Spool:
         return Written(p, hashlib.sha256(data).hexdigest(), len(data))
 
     def quarantine(self, capture_id: str) -> Path:
-        """Move a bundle the journal does not know out of the outbox (kept, never deleted)."""
-        self.orphans.mkdir(exist_ok=True)
-        dest = self.orphans / capture_id
-        os.rename(self.outbox / capture_id, dest)
-        _fsync_dir(self.outbox)
+        """Move an interrupted, incomplete bundle out of the outbox into ``orphans/`` (kept, never deleted)."""
+        try:
+            if self.orphans.exists() and not self.orphans.is_dir():
+                os.rename(self.orphans, _aside(self.orphans))
+            self.orphans.mkdir(exist_ok=True)
+            dest = self.orphans / capture_id
+            if dest.exists() or dest.is_symlink():
+                dest = _aside(dest)
+            os.rename(self.outbox / capture_id, dest)
+            _fsync_dir(self.outbox)
+        except OSError as exc:
+            raise StorageError(f"cannot move {capture_id} to {self.orphans}: {exc}") from exc
         return dest
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from typing import Any
 
 from .config import Config
-from .journal import connect
+from .errors import JournalDamaged
+from .journal import check_integrity, connect_readonly
 from .roster import Roster
+from .spool import Spool
 
 
-def status_report(cfg: Config) -> dict[str, Any]:
-    """Counts for the current session and the kit, recent voids and warnings, outbox and disk."""
+def status_report(cfg: Config, deep: bool = False) -> dict[str, Any]:
+    """Counts for the current session and the kit, recent voids and warnings, outbox, damage and disk.
+
+    Read-only: opens the journal read-only and takes no lock, so it works beside the running daemon.
+    Every bundle is checked shallowly (record and sizes); ``deep`` also checks every SHA-256 now.
+    """
     path = cfg.data_path / "journal.sqlite"
     if not path.exists():
         return {"text": f"no journal at {path}: the daemon has not run here yet", "journal": None}
-    db = connect(path)
+    check_integrity(path)
     try:
-        q = db.execute
+        return _report(cfg, connect_readonly(path), deep)
+    except sqlite3.DatabaseError as exc:
+        raise JournalDamaged(f"the journal {path} cannot be read: {exc}") from None
+
+
+def _report(cfg: Config, conn: sqlite3.Connection, deep: bool) -> dict[str, Any]:
+    try:
+        q = conn.execute
         session = q("SELECT id, opened_at, school FROM sessions WHERE closed_at IS NULL ORDER BY id DESC LIMIT 1"
                     ).fetchone()
         sid = session[0] if session else None
@@ -31,12 +45,20 @@ def status_report(cfg: Config) -> dict[str, Any]:
                   " ORDER BY f.shot DESC LIMIT 10", [sid]).fetchall()
         last = q("SELECT MAX(number) FROM shots").fetchone()[0] or 0
         kit_total = dict(q("SELECT status, COUNT(*) FROM shots GROUP BY status").fetchall())
-        events = q("SELECT at, kind, shot, detail FROM events WHERE kind IN ('recovery', 'reader_problem',"
-                   " 'camera_restart') ORDER BY id DESC LIMIT 5").fetchall()
+        events = q("SELECT at, kind, shot, detail FROM events WHERE kind IN ('recovery', 'recovery_problem',"
+                   " 'reader_problem', 'camera_restart') ORDER BY id DESC LIMIT 5").fetchall()
+        since = q("SELECT COALESCE(MAX(id), 0) FROM events WHERE kind = 'daemon_start'").fetchone()[0]
+        scrubbed = dict(tuple(d.split(": ", 1)) for (d,) in q(
+            "SELECT detail FROM events WHERE kind = 'bundle_damaged' AND id >= ?", [since]) if ": " in d)
+        adopted = q("SELECT COUNT(*) FROM adopted").fetchone()[0] if _has(q, "adopted") else 0
     finally:
-        db.conn.close()
-    outbox = cfg.data_path / "spool" / "outbox"
-    pending = sum(1 for p in outbox.iterdir() if p.is_dir() and not p.name.startswith(".")) if outbox.exists() else 0
+        conn.close()
+    spool = Spool(cfg.data_path / "spool", create=False)
+    ids = spool.bundle_ids() if spool.outbox.is_dir() else []
+    pending = len(ids)
+    damaged = {cid: why for cid in ids if (why := spool.check(cid, deep=deep))}
+    damaged.update({cid: why for cid, why in scrubbed.items() if cid in ids and cid not in damaged})
+    strays = spool.strays() if spool.outbox.is_dir() else []
     disk = shutil.disk_usage(cfg.data_path)
     report = {
         "kit_id": cfg.kit_id, "session": sid, "session_opened": session[1] if session else None,
@@ -44,7 +66,8 @@ def status_report(cfg: Config) -> dict[str, Any]:
         "voids": [{"shot": n, "reason": r} for n, r in voids],
         "warnings": [{"shot": s, "frame": f, "reasons": r} for s, f, r in warns],
         "events": [{"at": a, "kind": k, "shot": s, "detail": d} for a, k, s, d in events],
-        "outbox_bundles": pending, "roster_students": Roster(cfg.roster_path).count(),
+        "outbox_bundles": pending, "adopted_bundles": adopted, "damaged": damaged, "strays": strays,
+        "roster_students": _roster_count(cfg),
         "disk_free_mb": disk.free // 2**20,
     }
     def counts(d: dict[str, int]) -> str:
@@ -58,8 +81,24 @@ def status_report(cfg: Config) -> dict[str, Any]:
         f"  outbox: {pending} bundles waiting for sync; roster: {report['roster_students']} students;"
         f" disk free: {report['disk_free_mb']} MB",
     ]
+    if adopted:
+        lines.append(f"  adopted bundles (an earlier journal's, kept for sync): {adopted}")
+    lines += [f"  DAMAGED bundle {cid}: {why} — it stays in the outbox; call support" for cid, why in damaged.items()]
+    lines += [f"  outbox/{name} is not a bundle (left alone)" for name in strays]
     lines += [f"  void {v['shot']}: {v['reason']}" for v in report["voids"]]
     lines += [f"  warn {w['shot']}/{w['frame']}: {w['reasons']}" for w in report["warnings"]]
     lines += [f"  {e['at']} {e['kind']}: {e['detail']}" for e in report["events"]]
     report["text"] = "\n".join(lines)
     return report
+
+
+def _has(q: Any, table: str) -> bool:
+    return q("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", [table]).fetchone() is not None
+
+
+def _roster_count(cfg: Config) -> int:
+    roster = Roster(cfg.roster_path)
+    try:
+        return roster.count()
+    finally:
+        roster.close()

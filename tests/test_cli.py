@@ -23,6 +23,9 @@ def cli(tmp_path, *args, check=True):
 def test_roster_load_status_and_sessions(tmp_path):
     csv = tmp_path / "r.csv"
     csv.write_text("id_number,name\n" + "".join(f"{n},s{i}\n" for i, n in enumerate(STUDENTS)))
+    out = cli(tmp_path, "roster", "load", str(csv), check=False)  # no kit here yet: nothing is created
+    assert out.returncode == 4 and "does not exist" in out.stderr and not (tmp_path / "data").exists()
+    (tmp_path / "data").mkdir()
     assert "20 students" in cli(tmp_path, "roster", "load", str(csv)).stdout
     assert "20 students" in cli(tmp_path, "roster", "info").stdout
     bad = tmp_path / "bad.csv"
@@ -54,4 +57,4 @@ def test_selftest_on_the_simulated_kit(tmp_path):
 
 def test_cancel_without_daemon_is_a_clear_error(tmp_path):
     out = cli(tmp_path, "cancel", check=False)
-    assert out.returncode == 2 and "not reachable" in out.stderr
+    assert out.returncode == 5 and "not reachable" in out.stderr

@@ -286,7 +286,7 @@ def test_fsync_failure_fails_the_capture_loudly_and_recovery_settles_it(room, mo
 
 
 def test_control_socket_cancel_and_manual_entry(room, tmp_path):
-    server = ControlServer(tmp_path / "c.sock", room.daemon)
+    server = ControlServer(tmp_path / "c.sock", room.daemon, room.daemon.lock)
     server.start()
     try:
         assert send(server.path, {"cmd": "identity", "kind": "id_number", "key": STUDENTS[2],

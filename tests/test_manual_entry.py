@@ -20,7 +20,7 @@ def enter(room, stdin: str = "", *args: str) -> subprocess.CompletedProcess:
 
 
 def test_interactive_entry_validates_then_sends(room):
-    server = ControlServer(room.cfg.control_path, room.daemon)
+    server = ControlServer(room.cfg.control_path, room.daemon, room.daemon.lock)
     server.start()
     try:
         bad = STUDENTS[3][:-1] + ("0" if STUDENTS[3][-1] != "0" else "1")
@@ -30,14 +30,14 @@ def test_interactive_entry_validates_then_sends(room):
         room.daemon.settle()
         assert room.led is Led.READY
         row = room.daemon.journal.db.execute("SELECT kind, key, source, reader FROM reads").fetchall()
-        assert row == [("id_number", STUDENTS[3], "manual", row[0][3])] and row[0][3].startswith("enter:")
+        assert row == [("id_number", STUDENTS[3], "manual", row[0][3])] and row[0][3].startswith("control:")
         assert "Student" not in str(row)  # the typed name is a cross-check only, never stored
     finally:
         server.stop()
 
 
 def test_name_that_contradicts_the_roster_is_not_sent(room):
-    server = ControlServer(room.cfg.control_path, room.daemon)
+    server = ControlServer(room.cfg.control_path, room.daemon, room.daemon.lock)
     server.start()
     try:
         out = enter(room, "", "--id-number", STUDENTS[4], "--name", "Somebody Else")
@@ -54,4 +54,4 @@ def test_name_that_contradicts_the_roster_is_not_sent(room):
 
 def test_no_daemon_is_a_clear_error(room):
     out = enter(room, "", "--id-number", STUDENTS[0])
-    assert out.returncode == 2 and "not reachable" in out.stderr
+    assert out.returncode == 5 and "not reachable" in out.stderr
