@@ -1,5 +1,6 @@
-"""SIGKILL the daemon at random points of a simulated session, ≥ 50 times: after each restart the
-journal and the spool must agree (tests/invariants.py checks it without using our code)."""
+"""SIGKILL the daemon at random points of a simulated session, ≥ 50 times, and recovery itself in the
+middle of its steps: after each restart the journal and the spool must agree (tests/invariants.py checks
+it without using our code)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,20 @@ from invariants import check
 
 KILLS = int(os.environ.get("CAPTUREKIT_KILLS", "50"))
 CLI = [sys.executable, "-m", "appliance.cli"]
+# `capturekit recover`, SIGKILLed by itself right after its k-th journal write (a crash between two steps)
+KILLED_RECOVERY = """
+import os, signal, sys
+from appliance import journal
+from appliance.cli import main
+k, calls, real = int(sys.argv[1]), [0], journal.Journal.event
+def event(self, *a, **kw):
+    real(self, *a, **kw)
+    calls[0] += 1
+    if calls[0] >= k:
+        os.kill(os.getpid(), signal.SIGKILL)
+journal.Journal.event = event
+sys.exit(main(sys.argv[2:]))
+"""
 
 
 def test_sigkill_at_random_points_leaves_journal_and_spool_consistent(tmp_path):
@@ -21,7 +36,7 @@ def test_sigkill_at_random_points_leaves_journal_and_spool_consistent(tmp_path):
     rng = random.Random(20261125)
     env = {**os.environ, "CAPTUREKIT_CONFIG": str(tmp_path / "absent.toml")}
     (tmp_path / "absent.toml").write_text('kit_id = "kit-crash"\n')
-    recovered_something = 0
+    recovered_something = killed_in_recovery = 0
     for i in range(KILLS):
         run = ["simulate", "-n", "120", "--size", "1014x760", "--qc", "sim", "--readers", "sim", "--seed", str(i),
                "--data-dir", str(data)]
@@ -29,12 +44,20 @@ def test_sigkill_at_random_points_leaves_journal_and_spool_consistent(tmp_path):
         time.sleep(rng.uniform(0.4, 1.9))  # start-up is ~0.4 s, the session ~1.5 s: kill anywhere in it
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        killed = False
+        if rng.random() < 0.6:  # and kill recovery itself between two of its steps
+            k = rng.randint(1, 4)
+            r = subprocess.run([sys.executable, "-c", KILLED_RECOVERY, str(k), "recover", "--data-dir", str(data)],
+                               env=env, capture_output=True, text=True)
+            killed = r.returncode == -signal.SIGKILL
+            killed_in_recovery += killed
         out = subprocess.run([*CLI, "recover", "--data-dir", str(data)], env=env, capture_output=True, text=True,
                              check=True)
-        recovered_something += out.stdout.strip() != "nothing to recover"
+        recovered_something += killed or out.stdout.strip() != "nothing to recover"
         counts = check(data)
     assert counts["captured"] > 0 and counts["void"] > 0
     assert recovered_something > KILLS // 4, "kills should often interrupt a shot"
+    assert killed_in_recovery > KILLS // 10, "recovery itself should often be killed mid-way"
     # and the kit still works afterwards: a full run completes and agrees with its journal
     done = subprocess.run([*CLI, "simulate", "-n", "20", "--size", "320x240", "--qc", "sim", "--data-dir", str(data)],
                           env=env,

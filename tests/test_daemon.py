@@ -319,3 +319,91 @@ def test_journal_is_readable_while_the_daemon_writes(room):
     room.press()
     assert other.execute("SELECT status FROM shots").fetchall() == [("captured",)]
     other.close()
+
+
+# ---- the log never carries a name; a QC that cannot read the photo is a retake; storage faults are one path
+def test_names_classes_and_student_numbers_never_reach_the_log(kit_config, caplog):
+    import dataclasses
+    import logging
+    import pty
+
+    from appliance.roster import load_csv
+    from appliance.simulate import Classroom
+
+    csv = kit_config.data_path / "named.csv"
+    csv.write_text("id_number,name,class,student_no\n" + "".join(
+        f"{n},张同学{i},电子3班,S2026{i:04d}\n" for i, n in enumerate(STUDENTS)), encoding="utf-8")
+    load_csv(csv, kit_config.roster_path)
+    master, slave = pty.openpty()  # the school's local display, as policy allows
+    cfg = dataclasses.replace(kit_config, privacy=dataclasses.replace(
+        kit_config.privacy, show_names=True, console_device=os.ttyname(slave)))
+    room = Classroom(cfg)
+    room.daemon.start()
+    try:
+        with caplog.at_level(logging.DEBUG):
+            for n in STUDENTS[:3]:
+                room.tap(card(n))
+                room.wait(2)
+                room.press()
+                room.wait(6)
+        text = "\n".join(r.getMessage() for r in caplog.records)
+        assert "shot 1 ready: 440" in text  # the console line is logged, with the key masked
+        for secret in ("张同学", "电子3班", "S2026", STUDENTS[0], STUDENTS[1]):
+            assert secret not in text
+        shown = os.read(master, 65536).decode()
+        assert "张同学0" in shown and "电子3班" in shown  # only on the local display
+    finally:
+        room.daemon.close()
+        os.close(master)
+        os.close(slave)
+
+
+def test_an_undecodable_photo_is_a_failed_capture_not_a_stored_one(kit_config):
+    from appliance.qc import ImageDecodeError
+    from appliance.simulate import Classroom
+
+    def broken_qc(photo):
+        raise ImageDecodeError("truncated JPEG")
+
+    room = Classroom(kit_config)
+    room.daemon.assess = broken_qc
+    room.daemon.start()
+    try:
+        room.tap(card(STUDENTS[0]))
+        room.wait(2)
+        room.press()
+        assert room.led is Led.ERROR and room.state is State.READY  # the camera-error path: press again
+        (status, detail), = room.daemon.journal.db.execute("SELECT status, detail FROM frames").fetchall()
+        assert status == "failed" and "photo not decodable" in detail
+        assert not room.daemon.spool.bundle_ids()
+    finally:
+        room.daemon.close()
+
+
+def test_storage_error_while_journalling_a_card_read_is_the_fault_path(room, caplog, monkeypatch):
+    from appliance.errors import StorageError
+
+    def full(*args, **kwargs):
+        raise StorageError("journal write failed: database or disk is full")
+
+    monkeypatch.setattr(room.daemon.journal, "record_read", full)
+    room.reader.present(card(STUDENTS[0]))
+    room.daemon.step(None)
+    assert room.daemon.exit_code == EXIT_STORAGE and room.led is Led.FAULT
+    assert any("storage failed" in r.getMessage() for r in caplog.records)
+
+
+def test_watchdog_stops_while_a_camera_call_hangs(room):
+    import dataclasses
+    import time
+
+    cfg = room.daemon.cfg = dataclasses.replace(room.cfg, camera=dataclasses.replace(room.cfg.camera, timeout_s=0.5))
+    room.tap(card(STUDENTS[0]))
+    assert room.daemon.alive()
+    room.camera.hang_next(2 * cfg.camera.timeout_s + 1.5)
+    room.pedal.press()
+    room.daemon.step(None)  # TakePhoto: the camera thread is now stuck in capture()
+    time.sleep(2 * cfg.camera.timeout_s + 0.5)
+    assert not room.daemon.alive()  # no pings: systemd restarts the daemon
+    room.daemon.settle(limit=10)
+    assert room.daemon.alive()
