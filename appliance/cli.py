@@ -151,7 +151,8 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 def cmd_roster(args: argparse.Namespace) -> int:
-    from .roster import Roster, RosterError, load_csv
+    from .protect import RosterKey
+    from .roster import Roster, RosterError, load_file
 
     cfg = _config(args)
     datadir.require(cfg.roster_path.parent)
@@ -160,11 +161,16 @@ def cmd_roster(args: argparse.Namespace) -> int:
             print("roster load needs the CSV file: capturekit roster load FILE.csv", file=sys.stderr)
             return EXIT_BAD_INPUT
         try:
-            report = load_csv(Path(args.file), cfg.roster_path, args.encoding, args.skip_bad, args.allow_empty)
+            report = load_file(Path(args.file), cfg.roster_path, encoding=args.encoding, skip_bad=args.skip_bad,
+                               allow_empty=args.allow_empty, new_key=RosterKey.new(*cfg.roster_key_cost()),
+                               school=cfg.school)
         except RosterError as exc:
             print(f"roster not loaded: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        print(f"roster loaded: {report.rows} students ({report.keys}), encoding {report.encoding}")
+        print(f"roster loaded: {report.rows} students ({report.keys or 'protected by the centre'}),"
+              f" encoding {report.encoding}")
+        if report.dropped:
+            print(f"  kept on the kit in protected form only; not kept at all: {', '.join(report.dropped)}")
         for line, problem in report.skipped:
             print(f"  skipped line {line}: {problem}")
         return 0
@@ -212,7 +218,8 @@ def cmd_control(args: argparse.Namespace) -> int:
 
 
 def cmd_enter(args: argparse.Namespace) -> int:
-    """Manual identity for a student without a readable card: ID number (validated) and name (cross-checked)."""
+    """Manual identity for a student without a readable card: the ID number, check digit validated and
+    typed twice (the kit holds no names to cross-check against), looked up in the roster, then sent."""
     from . import idnumber
     from .control import send
     from .identity import Kind, Source, make
@@ -232,20 +239,49 @@ def cmd_enter(args: argparse.Namespace) -> int:
             if once:
                 return EXIT_BAD_INPUT
             continue
-        name = (args.name if once else input("name on the document: ")).strip()
-        entry = roster.lookup(make(Kind.ID_NUMBER, number, Source.MANUAL))
-        if entry is None:
-            print("warning: not on this school's roster — the kit will refuse it")
-        elif entry.name and name and name != entry.name:
-            print(f"the roster has another name for this number ({entry.name[:1]}{'*' * (len(entry.name) - 1)}): "
-                  "check the number; nothing sent")
-            if once:
-                return EXIT_BAD_INPUT
+        if not once and idnumber.normalise(input("the same number again: ")) != number:
+            print("the two entries differ: nothing sent, start again")
             continue
+        key = roster.key()
+        if key is None or roster.lookup(key.identity(make(Kind.ID_NUMBER, number, Source.MANUAL))) is None:
+            print("warning: not on this school's roster — the kit will refuse it")
         send(cfg.control_path, {"cmd": "identity", "kind": "id_number", "key": number})
         print("sent — watch the status LED (cyan: ready, press the pedal)")
         if once:
             return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    """Delete the sealed files the centre has confirmed, past the retention: directly, or through the daemon."""
+    from .control import send
+    from .journal import Journal
+    from .purge import purge
+    from .spool import Spool
+
+    cfg = _config(args)
+    data = datadir.require(cfg.data_path)
+    lock = datadir.Lock(data / datadir.KIT_LOCK)
+    try:
+        lock.acquire("purge")
+    except DataDirBusy:
+        print(send(cfg.control_path, {"cmd": "purge"}))
+        return 0
+    try:
+        journal = Journal(data / "journal.sqlite", cfg.kit_id, _wall(), create=False)
+        try:
+            done = purge(journal, Spool(data / "spool"), cfg.purge)
+        finally:
+            journal.close()
+    finally:
+        lock.release()
+    print(f"purged {len(done)} sealed files the centre confirmed")
+    return 0
+
+
+def _wall():
+    from .clock import SystemClock
+
+    return SystemClock().wall
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
@@ -312,8 +348,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--school", default="")
     sp.add_argument("--label", default="")
     sp = add("enter", cmd_enter, "operator: enter a student's ID number by hand (temporary/lost/unreadable card)")
-    sp.add_argument("--id-number", help="enter this one number and exit (default: prompt repeatedly)")
-    sp.add_argument("--name", default="", help="name on the document, cross-checked with the roster, never stored")
+    sp.add_argument("--id-number", help="enter this one number and exit (default: prompt repeatedly, twice each)")
+    add("purge", cmd_purge, "delete sealed files the centre has confirmed, past the retention (purge.*)")
     for name, help in (("cancel", "void the pending shot"), ("accept", "keep the frame QC just rejected")):
         sp = add(name, cmd_control, f"operator: {help}")
         sp.set_defaults(command=name)
@@ -323,6 +359,9 @@ def parser() -> argparse.ArgumentParser:
     sp = add("config", cmd_config, "check the configuration")
     sp.add_argument("--defaults", action="store_true", help="print the embedded defaults as TOML")
     add("diagram", cmd_diagram, "print the session state diagram (Mermaid)", data_dir=False)
+    from centre.cli import add_commands
+
+    add_commands(sub)
     return p
 
 

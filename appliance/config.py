@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .bundle import CentreKey
 from .qc.config import PhotoSpec, QcConfig
 from .session import SessionConfig
 
@@ -115,10 +116,32 @@ class StorageConfig:
 
 @dataclass(frozen=True)
 class PrivacyConfig:
-    """What the kit may show of a student (docs/privacy.md). Names never go to a log or the journal."""
+    """What the kit may show of a student, and what it keeps (docs/privacy.md). Names never go to a log
+    or the journal."""
 
-    show_names: bool = False  # the school's policy allows names on the local display
+    show_names: bool = False  # the school's policy allows names (read from the ID card) on the local display
     console_device: str = ""  # that local display: a terminal device such as /dev/tty1 (never a file)
+    # Argon2id cost of a roster key the kit makes itself (a clear CSV loaded on the kit; the centre's rosters
+    # bring their own): libsodium opslimit and memlimit in KiB. Per tap: one evaluation.
+    argon2_opslimit: int = 2
+    argon2_memlimit_kib: int = 32768
+
+
+@dataclass(frozen=True)
+class SealingConfig:
+    """The centre's public sealing keys, ``"<key_id>:<base64>"`` (``capturekit centre keygen`` writes the line).
+    New bundles are sealed to the first; list several while keys rotate."""
+
+    public_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PurgeConfig:
+    """When sealed files the centre has confirmed are deleted from the kit (unconfirmed ones never are)."""
+
+    end_of_day: bool = True  # keep a confirmed bundle until the end of the day it was confirmed
+    keep_hours: float = 0.0  # and at least this long after confirmation
+    interval_s: float = 600.0  # how often the daemon looks for bundles to purge
 
 
 @dataclass(frozen=True)
@@ -138,6 +161,8 @@ class Config:
     roster: RosterConfig = field(default_factory=RosterConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    sealing: SealingConfig = field(default_factory=SealingConfig)
+    purge: PurgeConfig = field(default_factory=PurgeConfig)
     makeup_qr: MakeupQrConfig = field(default_factory=MakeupQrConfig)
     qc: QcConfig = field(default_factory=QcConfig)  # shot-time quality checks (docs/qc.md)
     photo_spec: PhotoSpec = field(default_factory=PhotoSpec)  # the diploma derivative (docs/photo-spec.md)
@@ -154,6 +179,17 @@ class Config:
     @property
     def control_path(self) -> Path:
         return Path(self.control_socket) if self.control_socket else self.data_path / "control.sock"
+
+    @property
+    def sealing_key(self) -> CentreKey:
+        """The centre key new bundles are sealed to; a ConfigError when the kit has none."""
+        if not self.sealing.public_keys:
+            raise ConfigError("sealing.public_keys: no centre public key: the kit cannot seal photos. Put the line"
+                              " from the centre's `capturekit centre keygen` (<key_id>.pub) in kit.toml")
+        return CentreKey.parse(self.sealing.public_keys[0])
+
+    def roster_key_cost(self) -> tuple[int, int]:
+        return self.privacy.argon2_opslimit, self.privacy.argon2_memlimit_kib * 1024
 
 
 def _convert(value: Any, hint: Any, key: str) -> Any:
@@ -299,7 +335,16 @@ def _check(cfg: Config) -> None:
         (all(s.strip() for s in cfg.makeup_qr.scopes), "makeup_qr.scopes: empty school code"),
         (not cfg.privacy.console_device or cfg.privacy.console_device.startswith("/dev/"),
          "privacy.console_device: must be a terminal device under /dev (names never go to a file)"),
+        (1 <= cfg.privacy.argon2_opslimit <= 10, "privacy.argon2_opslimit: must be 1..10"),
+        (8 <= cfg.privacy.argon2_memlimit_kib <= 1024 * 1024, "privacy.argon2_memlimit_kib: must be 8..1048576"),
+        (cfg.purge.keep_hours >= 0, "purge.keep_hours: must not be negative"),
+        (cfg.purge.interval_s > 0, "purge.interval_s: must be greater than 0"),
     ]
+    for i, line in enumerate(cfg.sealing.public_keys):
+        try:
+            CentreKey.parse(line)
+        except ValueError as exc:
+            rules.append(f"sealing.public_keys[{i}]: {exc}")
     rules += [message for ok, message in checks if not ok]
     if rules:
         raise ConfigError(rules[0] if len(rules) == 1 else f"{rules[0]} (and {len(rules) - 1} more problems)")

@@ -2,7 +2,8 @@
 
 Commands (one JSON object on one line, at most :data:`MAX_REQUEST` bytes):
 ``{"cmd": "cancel"}``, ``{"cmd": "accept"}``, ``{"cmd": "identity", "kind": "id_number", "key": "..."}``
-(``capturekit enter``), ``{"cmd": "session", "action": "new" | "close", "school": "", "label": ""}``.
+(``capturekit enter``), ``{"cmd": "session", "action": "new" | "close", "school": "", "label": ""}``,
+``{"cmd": "purge"}``.
 Each is answered ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. Whatever arrives — not JSON,
 not an object, invalid UTF-8, an endless line, silence — gets a clear refusal and costs nothing but that
 connection: every client has its own thread and a deadline, and the control thread never dies.
@@ -94,6 +95,7 @@ class _Handler(socketserver.BaseRequestHandler):
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    request_queue_size = 64  # a client with a timeout gets EAGAIN, not a wait, when the backlog is full
     control: ControlServer
 
 
@@ -168,8 +170,14 @@ class ControlServer:
             self.daemon.present_identity(identity)
         elif cmd == "session":
             return {"ok": True, "message": self._session(msg)}
+        elif cmd == "purge":
+            try:
+                done = self.daemon.call(self.daemon.purge)
+            except TimeoutError:
+                raise BadRequest("the capture daemon did not answer within 5 s") from None
+            return {"ok": True, "message": f"purged {len(done)} sealed files the centre confirmed"}
         else:
-            raise BadRequest(f"unknown command {cmd!r} (known: cancel, accept, identity, session)")
+            raise BadRequest(f"unknown command {cmd!r} (known: cancel, accept, identity, session, purge)")
         log.info("control: %s from %s", cmd, user)
         return {"ok": True}
 

@@ -31,9 +31,11 @@ from .config import Config
 from .devices.camera import Camera, CameraError, Photo
 from .devices.gpio import Beeper, LightPanel, StatusLight, Trigger
 from .errors import EXIT_CAMERA, EXIT_STORAGE, StorageError
-from .identity import Identity, Kind, Source, masked
+from .identity import Identity, clear_form
 from .journal import Journal
-from .qc.assess import ImageDecodeError
+from .protect import RosterKey
+from .purge import purge
+from .qc import ImageDecodeError
 from .readers import Reader, is_refusal
 from .recovery import recover
 from .roster import Roster, check_identity
@@ -144,6 +146,10 @@ class Daemon:
         self._jobs: set[Future] = set()  # every job on the camera thread (captures, preview scans)
         self._jobs_lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="camera")
+        # protecting a key (Argon2id, a fraction of a second on a Pi) happens here, off the loop, in tap order
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="protect")
+        self._hashing: set[Future] = set()
+        self._last_purge = float("-inf")
         self._camera_failures = 0
         # readers fed from the camera's preview between shots (QR codes held up to the lens)
         self._qr_cameras = [r for r in devices.readers if hasattr(r, "feed")]
@@ -167,11 +173,14 @@ class Daemon:
         self._lock = datadir.Lock(data / datadir.KIT_LOCK).acquire("capture daemon")
         if check_space:
             datadir.check_free_space(data, cfg.storage.min_free_mb)
+        key = cfg.sealing_key  # before anything is written: a kit that cannot seal must not shoot
         self.journal = Journal(data / "journal.sqlite", cfg.kit_id, self.clock.wall)
-        self.spool = Spool(data / "spool")
+        self.spool = Spool(data / "spool", key)
         self.recovered = recover(self.journal, self.spool)
         self.damaged = self._scrub(deep=False)
         self.roster = Roster(cfg.roster_path)
+        self._hash_roster = Roster(cfg.roster_path)  # the hashing thread's own connection
+        self._spare_key = RosterKey.new(*cfg.roster_key_cost())  # taps before any roster: unlinkable hashes
         if self.roster.count() == 0:
             log.warning("no roster at %s: every identity will be refused as not on roster", cfg.roster_path)
         self.session = Session(cfg.session, self.journal.next_shot())
@@ -238,8 +247,10 @@ class Daemon:
                 getattr(self, dev).close()
         if hasattr(self, "journal"):
             self.journal.close()
+        self._hasher.shutdown(wait=True, cancel_futures=True)
         if hasattr(self, "roster"):
             self.roster.close()
+            self._hash_roster.close()
         if hasattr(self, "_lock"):
             self._lock.release()
 
@@ -274,8 +285,25 @@ class Daemon:
         self.post(TriggerPressed(self.clock.monotonic()))
 
     def present_identity(self, identity: Identity) -> None:
-        """An identity from any source (readers, ``capturekit enter``)."""
-        self.post(_Read(identity, self.clock.monotonic()))
+        """An identity from any source (readers, ``capturekit enter``): protected on the hashing thread,
+        then queued for the loop with the time it was presented."""
+        t = self.clock.monotonic()
+        future = self._hasher.submit(self._protect, identity, t)
+        with self._jobs_lock:
+            self._hashing.add(future)
+        future.add_done_callback(self._hashed)
+
+    def _protect(self, identity: Identity, t: float) -> None:
+        try:
+            key = self._hash_roster.key() or self._spare_key
+            self.post(_Read(key.identity(identity), t))
+        except Exception as exc:  # never lose a tap silently: the crew gets the reader-problem signal
+            log.exception("protecting an identity failed")
+            self.post(ReaderProblem("protect_failed", f"identity could not be protected: {exc}", t))
+
+    def _hashed(self, future: Future) -> None:
+        with self._jobs_lock:
+            self._hashing.discard(future)
 
     def _reader_identity(self, reader: Reader) -> Callable[[Identity], None]:
         return self.present_identity
@@ -344,6 +372,7 @@ class Daemon:
             self.dispatch(item)
             if isinstance(item, Tick):
                 self._maybe_scan(item.t)
+                self._maybe_purge(item.t)
         except StorageError as exc:
             self._storage_failed(exc)
 
@@ -380,7 +409,7 @@ class Daemon:
                 if self.exit_code is not None:
                     return
             with self._jobs_lock:
-                jobs = list(self._jobs)
+                jobs = list(self._jobs | self._hashing)
             _, pending = wait(jobs, timeout=limit)
             if pending:
                 raise TimeoutError("camera worker did not finish")
@@ -391,6 +420,18 @@ class Daemon:
         t = self.clock.monotonic()
         self.dispatch(Tick(t))
         self._maybe_scan(t)
+        self._maybe_purge(t)
+
+    def _maybe_purge(self, t: float) -> None:
+        """Between students, every ``purge.interval_s``: delete sealed files the centre confirmed."""
+        if t - self._last_purge < self.cfg.purge.interval_s or self.session.state is not State.IDLE:
+            return
+        self._last_purge = t
+        self.purge()
+
+    def purge(self) -> list[str]:
+        """On the loop: purge now (also ``capturekit purge`` through the control socket)."""
+        return purge(self.journal, self.spool, self.cfg.purge)
 
     def _maybe_scan(self, t: float) -> None:
         """Between shots, hand a preview frame to the camera QR readers (on the camera's own thread)."""
@@ -525,27 +566,38 @@ class Daemon:
             self.journal.event("camera_restart", reason, session_id=self.session_id())
             self.exit_code = EXIT_CAMERA
 
+    def _identity_of(self, shot: int) -> dict[str, str]:
+        """The clear identity of ``shot`` for its sealed record (in memory only: the pending student), or
+        its protected form when the shot is no longer the pending one (a stale frame)."""
+        p = self.session.pending
+        if p is not None and p.shot == shot:
+            return clear_form(p.identity)
+        return {**self.journal.shot(shot).identity, "protected": True}
+
     def _record(self, shot: int, frame: int, photo: Photo, outcome: QcOutcome, captured_at: str,
-                a: StoreFrame, supersedes: str | None) -> dict[str, Any]:
+                verdict: dict[str, Any], supersedes: str | None) -> dict[str, Any]:
+        """The capture record sealed into the bundle: who (the clear key, for the centre only), when, how."""
         info = self.journal.shot(shot)
         return {
+            "capture_id": self.journal.capture_id(shot, frame),
             "kit_id": self.cfg.kit_id,
             "journal_id": self.journal.journal_id,
             "session": {"id": info.session_id, "school": self.cfg.school},
             "shot": shot,
             "frame": frame,
-            "identity": info.identity,
+            "identity": self._identity_of(shot),
             "roster_check": info.check_status,
             "captured_at": captured_at,
             "stored_at": self.clock.wall(),
             "photo": {"width": photo.width, "height": photo.height, "camera": _jsonable(photo.metadata)},
-            "verdict": {"result": a.verdict, "reasons": list(a.reasons),
-                        "accepted_by_operator": a.accepted_by_operator,
-                        "qc": outcome.report},
+            "verdict": {**verdict, "qc": outcome.report},
             "derivative_error": outcome.derivative_error,
             "frames": [{**f, "status": "stored"} if f["frame"] == frame else f for f in self.journal.frames_of(shot)],
             "supersedes": supersedes,
         }
+
+    def _ident(self, shot: int, frame: int) -> dict[str, Any]:
+        return {"kit_id": self.cfg.kit_id, "journal_id": self.journal.journal_id, "shot": shot, "frame": frame}
 
     def _store(self, a: StoreFrame) -> Stored:
         shot, frame = a.shot, a.frame
@@ -555,22 +607,27 @@ class Daemon:
         supersedes = self.journal.selected_capture_id(shot)
         cid = self.journal.begin_frame(shot, frame, "outbox", a.verdict, a.reasons, a.accepted_by_operator,
                                        supersedes)
-        record = self._record(shot, frame, photo, outcome, captured_at, a, supersedes)
-        written = self.spool.write_bundle(cid, photo.jpeg, record, derivative=outcome.derivative)
-        self.journal.finish_frame(shot, frame, written.sha256, written.size, f"outbox/{cid}")
+        verdict = {"result": a.verdict, "reasons": list(a.reasons), "accepted_by_operator": a.accepted_by_operator}
+        record = self._record(shot, frame, photo, outcome, captured_at, verdict, supersedes)
+        written = self.spool.write_bundle(cid, self._ident(shot, frame), record, photo.jpeg, outcome.derivative)
+        self.journal.finish_frame(shot, frame, written.sha256, written.size, f"outbox/{written.path.name}",
+                                  written.photo_sha256)
         self._forget_rejects(shot)
-        log.info("shot %d frame %d stored as %s (%s)", shot, frame, cid, masked_identity(record["identity"]))
+        log.info("shot %d frame %d stored as %s", shot, frame, cid)
         return Stored(shot, frame, self.clock.monotonic())
 
     def _reject(self, shot: int, frame: int, reasons: tuple[str, ...]) -> None:
         entry = self._photos.pop((shot, frame), None)
         if entry is None:
             raise StorageError(f"no photo in memory for rejected frame {shot}/{frame}")
-        photo = entry[0]
+        photo, outcome, captured_at = entry
         self._camera_failures = 0
         cid = self.journal.begin_frame(shot, frame, "rejects", "fail", reasons)
-        written = self.spool.keep_reject(cid, photo.jpeg)
-        self.journal.finish_frame(shot, frame, written.sha256, written.size, f"rejects/{written.path.name}")
+        record = self._record(shot, frame, photo, outcome, captured_at,
+                              {"result": "fail", "reasons": list(reasons), "accepted_by_operator": False}, None)
+        written = self.spool.keep_reject(cid, self._ident(shot, frame), record, photo.jpeg)
+        self.journal.finish_frame(shot, frame, written.sha256, written.size, f"rejects/{written.path.name}",
+                                  written.photo_sha256)
         self._rejected[(shot, frame)] = entry
         log.info("shot %d frame %d rejected: %s", shot, frame, ", ".join(reasons))
 
@@ -593,10 +650,6 @@ def _open_display(privacy: Any) -> Any:
     except OSError as exc:
         log.error("privacy.console_device %s cannot be opened (%s): names are not shown", device, exc)
         return None
-
-
-def masked_identity(stored: dict[str, str]) -> str:
-    return masked(Identity(Kind(stored["kind"]), stored["key"], Source(stored["source"])))
 
 
 def _jsonable(meta: dict[str, Any]) -> dict[str, Any]:

@@ -1,16 +1,18 @@
 """Who is in front of the camera: one typed key, and the one place that decides what is stored.
 
 Every identity source (card reader, ID-card SAM reader, QR code, manual entry, simulator) produces an
-:class:`Identity`. It carries only the key that binds the photo — never a name, address or photo from
-the card: readers drop every other field before building one (data minimisation, see
-``../shared/reference/id-readers.md``). :func:`stored_form` is the only function that turns an
-identity into what the journal and the spool keep; the keyed-hash form planned in the roadmap
-changes this function and nothing else.
+:class:`Identity`. It carries only the key that binds the photo — never an address, birth date or photo
+from the card: readers drop every other field before building one (data minimisation, see
+``docs/privacy.md``). The clear key lives in memory only: the daemon fills in its ``protected`` form
+(:mod:`appliance.protect`) once per tap, and :func:`stored_form` — the only function that decides what the
+journal keeps — refuses an identity without it. Logs and the console show :func:`masked`: the kind and the
+first digits of the protected form, never a character of the key. The clear key reaches only the sealed
+bundle, which only the centre can open.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from . import idnumber
@@ -46,15 +48,25 @@ class InvalidIdentity(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """A typed identity key, where it came from, and which reader/profile produced it."""
+    """A typed identity key, where it came from, and which reader/profile produced it.
+
+    ``protected`` is the key's protected form (hex), filled in by the daemon; ``display`` a name a reader
+    may pass for a local display when the school's policy allows it (``privacy.show_names``). Neither takes
+    part in equality, and neither the key nor the name is ever in ``repr`` or ``str``.
+    """
 
     kind: Kind
-    key: str
+    key: str = field(repr=False)
     source: Source
     reader: str = ""
+    protected: str = field(default="", compare=False)
+    display: str = field(default="", compare=False, repr=False)
 
     def __str__(self) -> str:
-        return f"{self.kind}:{masked(self)} via {self.source}"
+        return f"{masked(self)} via {self.source}"
+
+    def with_protected(self, protected: str) -> Identity:
+        return replace(self, protected=protected)
 
 
 def make(kind: Kind | str, key: str, source: Source | str, reader: str = "") -> Identity:
@@ -76,21 +88,30 @@ def make(kind: Kind | str, key: str, source: Source | str, reader: str = "") -> 
     return Identity(kind, key, Source(source), reader)
 
 
+TAG_LEN = 6
+
+
 def masked(identity: Identity) -> str:
-    """A form safe for logs and the operator console: enough to tell students apart, no more."""
-    key = identity.key
-    if identity.kind is Kind.COLLECTION_CODE:
-        return f"{key[:4]}…({len(key)} chars)" if len(key) > 8 else "…"
-    if len(key) <= 6:
-        return key
-    return key[:3] + "*" * (len(key) - 7) + key[-4:]
+    """A form safe for logs and the operator console: the kind and the first hex digits of the protected
+    form (``id_number#3fa9c2``), enough to tell students apart in a session. No character of the key: any
+    part of an ID number would shrink the space the protected form hides it in (docs/privacy.md)."""
+    tag = identity.protected[:TAG_LEN]
+    return f"{identity.kind.value}#{tag}" if tag else f"{identity.kind.value}#??????"
 
 
 def stored_form(identity: Identity) -> dict[str, str]:
-    """What the journal and the spool keep of an identity (the single point of decision)."""
+    """What the journal keeps of an identity (the single point of decision): its protected form only."""
+    if not identity.protected:
+        raise ValueError("identity has no protected form: it must be protected before it is stored")
     return {
         "kind": identity.kind.value,
-        "key": identity.key,
+        "key": identity.protected,
         "source": identity.source.value,
         "reader": identity.reader,
     }
+
+
+def clear_form(identity: Identity) -> dict[str, str]:
+    """The identity as the sealed bundle carries it to the centre (the only place the clear key is written)."""
+    return {"kind": identity.kind.value, "key": identity.key, "source": identity.source.value,
+            "reader": identity.reader}

@@ -15,6 +15,7 @@ the daemon stops rather than retrying (after a failed fsync the data on disk is 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ import sqlite_utils
 from .errors import JournalDamaged, StartRefused, StorageError
 from .identity import Identity, stored_form
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 __all__ = ["Journal", "JournalDamaged", "StorageError", "check_integrity", "connect", "connect_readonly"]
 
@@ -62,14 +63,26 @@ def connect(path: Path) -> sqlite_utils.Database:
 
 
 def connect_readonly(path: Path) -> sqlite3.Connection:
-    """A read-only connection (``status``, the integrity check): never writes the journal or its WAL."""
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0, check_same_thread=False)
+    """A read-only connection (``status``, the integrity check): never writes the journal or its WAL.
+
+    On read-only media (a card mounted read-only for inspection) SQLite cannot create the WAL index, so
+    the file is then opened ``immutable`` (no writer can be active there).
+    """
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0, check_same_thread=False)
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return conn
+    except sqlite3.OperationalError:
+        if os.access(path.parent, os.W_OK):
+            raise
+    return sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
 
 
 def check_integrity(path: Path) -> None:
     """``PRAGMA quick_check`` on a read-only connection; a damaged or foreign file raises JournalDamaged.
 
-    Nothing is written: a damaged journal stays byte for byte as found, for support to look at.
+    Nothing is written: a damaged journal stays byte for byte as found, for support to look at. A journal
+    that cannot be opened at all (permissions, a missing directory) is a StartRefused, not damage.
     """
     advice = (f"the journal {path} is {{}}; it was left exactly as found. Move it aside (e.g. `mv {path}"
               f" {path}.damaged`) and start again: the bundles in the outbox are adopted from their own records")
@@ -79,6 +92,10 @@ def check_integrity(path: Path) -> None:
             rows = [r[0] for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
         finally:
             conn.close()
+    except sqlite3.OperationalError as exc:
+        if "unable to open" in str(exc) or not os.access(path, os.R_OK):
+            raise StartRefused(f"cannot open the journal {path}: {exc} (permissions?)") from exc
+        raise JournalDamaged(advice.format(f"not readable as a journal ({exc})")) from exc
     except sqlite3.DatabaseError as exc:
         raise JournalDamaged(advice.format(f"not readable as a journal ({exc})")) from exc
     if rows != ["ok"]:
@@ -152,7 +169,20 @@ class Journal:
             {"capture_id": str, "kit_id": str, "journal_id": str, "shot": int, "frame": int, "sha256": str,
              "bytes": int, "path": str, "at": str, "detail": str},
             pk="capture_id", not_null={"journal_id", "shot", "frame", "at"}, if_not_exists=True)
+        # the sync daemon's rows (it writes nothing else): one per bundle it has seen, pending -> uploading ->
+        # confirmed (or refused by the centre, with the reason). Only confirmed bundles may be purged.
+        db["uploads"].create(
+            {"capture_id": str, "status": str, "sha256": str, "bytes": int, "attempts": int, "last_error": str,
+             "first_attempt_at": str, "last_attempt_at": str, "confirmed_at": str, "upload_url": str,
+             "centre_sha256": str},
+            pk="capture_id", not_null={"status", "sha256"}, defaults={"attempts": 0}, if_not_exists=True)
+        # sealed files purged from the kit after the centre confirmed them (docs/privacy.md)
+        db["purged"].create({"capture_id": str, "path": str, "at": str, "confirmed_at": str}, pk="capture_id",
+                            if_not_exists=True)
+        if "photo_sha256" not in db["frames"].columns_dict:
+            db["frames"].add_column("photo_sha256", str)
         db["reads"].create_index(["kind", "key"], if_not_exists=True)
+        db["uploads"].create_index(["status"], if_not_exists=True)
         db["frames"].create_index(["capture_id"], unique=True, if_not_exists=True)
         db["shots"].create_index(["status"], if_not_exists=True)
 
@@ -275,7 +305,7 @@ class Journal:
                 raise StorageError(f"frame {shot}/{frame} already recorded")
         return cid
 
-    def finish_frame(self, shot: int, frame: int, sha256: str, size: int, path: str) -> None:
+    def finish_frame(self, shot: int, frame: int, sha256: str, size: int, path: str, photo_sha256: str = "") -> None:
         """The frame's file is durable: mark it, and for the outbox select it and capture the shot.
 
         A void shot stays void: its number was given up, so a frame for it is kept (status ``stored`` in the
@@ -289,8 +319,8 @@ class Journal:
             if row is None:
                 raise StorageError(f"frame {shot}/{frame} was not begun")
             status = "stored" if row[0] == "outbox" else "rejected"
-            self.db.execute("UPDATE frames SET status=?, sha256=?, bytes=?, path=? WHERE shot=? AND frame=?",
-                            [status, sha256, size, path, shot, frame])
+            self.db.execute("UPDATE frames SET status=?, sha256=?, bytes=?, path=?, photo_sha256=? WHERE shot=? AND"
+                            " frame=?", [status, sha256, size, path, photo_sha256 or None, shot, frame])
             void = status == "stored" and row[1] == "void"
             if status == "stored" and not void:
                 self.db.execute(
@@ -334,6 +364,30 @@ class Journal:
 
     def open_shots(self) -> list[int]:
         return [r[0] for r in self.db.execute("SELECT number FROM shots WHERE status='open' ORDER BY number")]
+
+    # ---- purge (docs/privacy.md): only what the centre confirmed, after the retention
+    def purgeable(self, confirmed_before: str) -> list[tuple[str, str, str]]:
+        """(capture id, path, confirmed_at) of outbox bundles the centre confirmed before the cutoff, and of
+        kept rejects whose shot is settled: its selected bundle confirmed before the cutoff, or void."""
+        bundles = self.db.execute(
+            "SELECT u.capture_id, COALESCE(f.path, a.path), u.confirmed_at FROM uploads u"
+            " LEFT JOIN frames f ON f.capture_id = u.capture_id LEFT JOIN adopted a ON a.capture_id = u.capture_id"
+            " WHERE u.status = 'confirmed' AND u.confirmed_at < ? AND COALESCE(f.path, a.path) IS NOT NULL"
+            " AND u.capture_id NOT IN (SELECT capture_id FROM purged)", [confirmed_before]).fetchall()
+        rejects = self.db.execute(
+            "SELECT f.capture_id, f.path, COALESCE(u.confirmed_at, s.closed_at) FROM frames f"
+            " JOIN shots s ON s.number = f.shot"
+            " LEFT JOIN frames sel ON sel.shot = s.number AND sel.frame = s.selected_frame"
+            " LEFT JOIN uploads u ON u.capture_id = sel.capture_id AND u.status = 'confirmed'"
+            " WHERE f.status = 'rejected' AND f.capture_id NOT IN (SELECT capture_id FROM purged)"
+            " AND ((s.status = 'captured' AND u.confirmed_at < ?) OR (s.status = 'void' AND s.closed_at < ?))",
+            [confirmed_before, confirmed_before]).fetchall()
+        return [tuple(r) for r in bundles + rejects]
+
+    def mark_purged(self, capture_id: str, path: str, confirmed_at: str) -> None:
+        with self._tx():
+            self.db.execute("INSERT INTO purged(capture_id, path, at, confirmed_at) VALUES (?, ?, ?, ?)"
+                            " ON CONFLICT(capture_id) DO NOTHING", [capture_id, path, self.wall(), confirmed_at])
 
     def known_capture_ids(self) -> set[str]:
         """Capture ids this journal accounts for in the outbox: its own frames and adopted bundles."""

@@ -4,8 +4,8 @@ Order matters: things that are not where they belong are put right (a file where
 belongs is moved aside), half-written files go, frames whose intent was journalled are kept if their
 bundle is complete (else recorded lost, the incomplete bundle moved to ``orphans/``), shots still open
 are voided (the daemon stopped before they were stored), and bundles the journal does not know — an
-earlier journal's, lost or replaced — are **adopted** from their own records and stay in the outbox
-for sync: nothing captured ever leaves the upload path. Bundles of another kit make recovery refuse
+earlier journal's, lost or replaced — are **adopted** from their own clear headers (no key needed) and
+stay in the outbox for sync: nothing captured ever leaves the upload path. Bundles of another kit make recovery refuse
 before it changes anything (a card moved between kits).
 
 Every step is journalled as it is taken (``recovery`` events between ``recovery_started`` and
@@ -49,7 +49,7 @@ def recover(journal: Journal, spool: Spool) -> list[str]:
     for cid in unknown:
         try:
             headers[cid] = spool.header(cid)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # BundleFormatError is a ValueError
             unreadable[cid] = str(exc)
     foreign = sorted({h.kit_id for h in headers.values() if h.kit_id != journal.kit_id})
     if foreign:
@@ -78,8 +78,8 @@ def recover(journal: Journal, spool: Spool) -> list[str]:
         if dest == "outbox":
             problem = spool.verify(cid) if cid in bundles else "bundle missing"
             if problem is None:
-                h = spool.header(cid)
-                journal.finish_frame(shot, frame, h.sha256, h.size, f"outbox/{cid}")
+                h, path = spool.header(cid), spool.path(cid)
+                journal.finish_frame(shot, frame, h.sealed_sha256, path.stat().st_size, f"outbox/{path.name}")
                 steps.done(f"shot {shot} frame {frame}: bundle complete, kept")
                 continue
             if cid in bundles:
@@ -102,8 +102,9 @@ def recover(journal: Journal, spool: Spool) -> list[str]:
         journal.void_shot(shot, INTERRUPTED)
         steps.done(f"shot {shot}: void ({INTERRUPTED})")
     for cid, h in headers.items():
-        journal.adopt(cid, h.journal_id, h.shot, h.frame, h.sha256, h.size, f"outbox/{cid}",
-                      "in the outbox, unknown to this journal")
+        path = spool.path(cid)
+        journal.adopt(cid, h.journal_id, h.shot, h.frame, h.sealed_sha256, path.stat().st_size,
+                      f"outbox/{path.name}", "in the outbox, unknown to this journal")
         steps.done(f"bundle {cid} (journal {h.journal_id}, shot {h.shot}) was unknown to this journal:"
                    " adopted from its own record; it stays in the outbox for sync")
     for cid, why in unreadable.items():

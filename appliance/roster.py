@@ -1,30 +1,39 @@
-"""The school's approved-graduate roster, indexed in SQLite, and the check every identity goes through.
+"""The school's approved-graduate roster on the kit, in protected form, and the check every identity goes through.
 
-``load_csv`` turns the school's CSV (``docs/roster-format.md``) into ``roster.sqlite``: built in a
-temporary file and renamed into place, so the daemon never sees half a roster; it re-opens the file
-when it changes. A roster may carry ID numbers (the ID-card process), CHSI collection codes (the
-2023 process, no names needed) or campus-card UIDs — any mix, one key column per kind. Names and
-classes, when the school gives them, are only shown on the operator console so the crew can catch a
-wrong card; they are never journalled or spooled.
+The kit's ``roster.sqlite`` holds, per student, only the **protected form** of their key
+(:mod:`appliance.protect`: Argon2id for ID numbers and card UIDs, HMAC for collection codes), their school
+code and the "photographed elsewhere" flag — no names, no classes, no clear numbers. It arrives either
+already protected from the centre (``capturekit.roster/2`` JSON, :func:`install_protected`), or as the
+school's clear CSV for the embedded single-kit case (``docs/roster-format.md``, :func:`load_csv`), which
+is validated as a whole and protected on load; the CSV's names and classes are dropped. Either way the
+file is built in a temporary file and renamed into place, so the daemon (which re-opens it when it
+changes) never sees half a roster.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import datetime as dt
 import hashlib
 import io
+import json
 import os
 import sqlite3
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import idnumber
 from .datadir import ROSTER_LOCK, Lock
 from .identity import Identity, InvalidIdentity, Kind, make
 from .journal import Journal
+from .protect import RosterKey
 from .session import RosterCheck, RosterStatus
+
+FORMAT = "capturekit.roster/2"
 
 KEY_COLUMNS = {Kind.ID_NUMBER: "id_number", Kind.COLLECTION_CODE: "collection_code", Kind.CARD_UID: "card_uid"}
 INFO_COLUMNS = ("student_no", "name", "school", "class", "major", "photographed")
@@ -55,19 +64,13 @@ class LoadReport:
     skipped: list[tuple[int, str]] = field(default_factory=list)
     encoding: str = ""
     sha256: str = ""
+    dropped: list[str] = field(default_factory=list)  # columns read for validation only, not kept on the kit
 
 
 @dataclass(frozen=True)
 class Entry:
-    student_no: str
-    name: str
     school: str
-    klass: str
-    major: str
     photographed: bool
-
-    def label(self) -> str:
-        return " ".join(x for x in (self.name, self.klass or self.major, self.student_no) if x)
 
 
 MAX_LINE_BYTES = 64 * 1024  # a roster line is well under 1 KiB; longer means a broken or foreign file
@@ -209,48 +212,99 @@ def _keys(row: dict[str, str]) -> tuple[dict[str, str], list[str]]:
 
 
 def load_csv(csv_path: Path, db_path: Path, encoding: str = "auto", skip_bad: bool = False,
-             allow_empty: bool = False) -> LoadReport:
-    """Validate a roster CSV and atomically replace ``db_path`` with it (the old roster stays on any error).
-
-    Holds ``roster.lock`` beside ``db_path`` so two loads never interleave.
+             allow_empty: bool = False, new_key: RosterKey | None = None, school: str = "") -> LoadReport:
+    """Validate a clear roster CSV, protect every key, and atomically replace ``db_path`` (the old roster stays
+    on any error). The roster key of the roster already installed is kept (so the journal's "already shot"
+    records still match); a first roster gets ``new_key`` (or a fresh default one). ``school`` is the school
+    code for rows without a ``school`` column. Holds ``roster.lock`` so two loads never interleave.
     """
     db_path.parent.mkdir(parents=True, exist_ok=True)
     lock = Lock(db_path.parent / ROSTER_LOCK).acquire("roster load")
     try:
-        return _load(csv_path, db_path, encoding, skip_bad, allow_empty)
+        report, rows, problems = read_csv(csv_path, encoding)
+        if problems and not skip_bad:
+            raise RosterError(f"{csv_path}: {len(problems)} bad rows (nothing loaded)", problems)
+        _refuse_empty(csv_path, rows, db_path, allow_empty)
+        report.skipped, report.rows = problems, len(rows)
+        report.dropped = sorted({c for _, r in rows for c in r if c not in (*KEY_COLUMNS.values(), "school",
+                                                                            "photographed")})
+        current = Roster(db_path)
+        key = current.key() or new_key or RosterKey.new()
+        current.close()
+        jobs = [(Kind(kind), r[col], r.get("school") or school, r.get("photographed", "").lower() in TRUE)
+                for _, r in rows for kind, col in KEY_COLUMNS.items() if r.get(col)]
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # Argon2id releases the GIL
+            hashes = list(pool.map(lambda j: key.protect(j[0], j[1]), jobs))
+        students = [(kind.value, h, sch, int(ph)) for (kind, _, sch, ph), h in zip(jobs, hashes, strict=True)]
+        _install(db_path, key, students, {"source": f"csv sha256 {report.sha256}", "rows": str(report.rows)})
+        return report
     finally:
         lock.release()
 
 
-def _load(csv_path: Path, db_path: Path, encoding: str, skip_bad: bool, allow_empty: bool) -> LoadReport:
-    report, rows, problems = read_csv(csv_path, encoding)
-    if problems and not skip_bad:
-        raise RosterError(f"{csv_path}: {len(problems)} bad rows (nothing loaded)", problems)
-    if not rows and not allow_empty:
-        loaded = Roster(db_path)
-        kept = loaded.count()
-        loaded.close()
-        raise RosterError(f"{csv_path} holds no students"
-                          + (f"; the loaded roster ({kept} students) is kept" if kept else "")
-                          + " (--allow-empty to install an empty roster)")
-    report.skipped = problems
-    report.rows = len(rows)
-    good = [(r.get("id_number") or None, r.get("collection_code") or None, r.get("card_uid") or None,
-             *(r.get(c, "") for c in INFO_COLUMNS[:-1]), int(r.get("photographed", "").lower() in TRUE))
-            for _, r in rows]
+def install_protected(doc: dict[str, Any], db_path: Path) -> int:
+    """Install a roster the centre protected (``capturekit.roster/2``, docs/roster-format.md); return its size."""
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise RosterError(f"not a {FORMAT} document")
+    try:
+        key = RosterKey.from_dict(doc["key"])
+        students = [(Kind(s["kind"]).value, str(s["key"]), str(s.get("school", "")), int(bool(s.get("photographed"))))
+                    for s in doc["students"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RosterError(f"{FORMAT} document malformed: {exc}") from None
+    bad = [i for i, (_, h, _, _) in enumerate(students) if len(h) != 64 or any(c not in "0123456789abcdef" for c in h)]
+    if bad:
+        raise RosterError(f"{len(bad)} students have no protected key (64 hex digits), e.g. entry {bad[0]}")
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = Lock(db_path.parent / ROSTER_LOCK).acquire("roster install")
+    try:
+        _install(db_path, key, students, {"source": "centre", "version": str(doc.get("version", "")),
+                                          "rows": str(len(students))})
+    finally:
+        lock.release()
+    return len(students)
+
+
+def load_file(path: Path, db_path: Path, **csv_options: Any) -> LoadReport:
+    """``capturekit roster load``: a centre's protected JSON roster, or a school's clear CSV."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1).lstrip()
+    except OSError:
+        head = b""
+    if path.suffix.lower() == ".json" or head == b"{":
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise RosterError(f"{path}: not a readable JSON roster ({exc})") from None
+        n = install_protected(doc, db_path)
+        return LoadReport(rows=n, encoding="json", sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    return load_csv(path, db_path, **csv_options)
+
+
+def _refuse_empty(csv_path: Path, rows: list, db_path: Path, allow_empty: bool) -> None:
+    if rows or allow_empty:
+        return
+    loaded = Roster(db_path)
+    kept = loaded.count()
+    loaded.close()
+    raise RosterError(f"{csv_path} holds no students" + (f"; the loaded roster ({kept} students) is kept" if kept
+                                                          else "") + " (--allow-empty to install an empty roster)")
+
+
+def _install(db_path: Path, key: RosterKey, students: list[tuple[str, str, str, int]], meta: dict[str, str]) -> None:
     tmp = db_path.with_name(f"{db_path.name}.new-{os.getpid()}")
     tmp.unlink(missing_ok=True)
     conn = sqlite3.connect(tmp)
     try:
         with conn:
-            conn.execute("CREATE TABLE students (row INTEGER PRIMARY KEY, id_number TEXT UNIQUE,"
-                         " collection_code TEXT UNIQUE, card_uid TEXT UNIQUE, student_no TEXT, name TEXT,"
-                         " school TEXT, class TEXT, major TEXT, photographed INTEGER NOT NULL DEFAULT 0)")
+            conn.execute("CREATE TABLE students (kind TEXT NOT NULL, key TEXT NOT NULL, school TEXT NOT NULL,"
+                         " photographed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (kind, key)) WITHOUT ROWID")
             conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
-            conn.executemany("INSERT INTO students (id_number, collection_code, card_uid, student_no, name, school,"
-                             " class, major, photographed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", good)
-            conn.executemany("INSERT INTO meta VALUES (?, ?)",
-                             [("source", str(csv_path)), ("sha256", report.sha256), ("rows", str(report.rows))])
+            conn.executemany("INSERT OR REPLACE INTO students VALUES (?, ?, ?, ?)", students)
+            conn.executemany("INSERT INTO meta VALUES (?, ?)", [
+                ("format", FORMAT), ("roster_key", json.dumps(key.to_dict())),
+                ("loaded_at", dt.datetime.now().astimezone().isoformat(timespec="seconds")), *meta.items()])
     except BaseException:
         conn.close()
         tmp.unlink(missing_ok=True)
@@ -262,7 +316,6 @@ def _load(csv_path: Path, db_path: Path, encoding: str, skip_bad: bool, allow_em
         os.fsync(fd)
     finally:
         os.close(fd)
-    return report
 
 
 class Roster:
@@ -290,14 +343,24 @@ class Roster:
         db = self._db()
         return db.execute("SELECT COUNT(*) FROM students").fetchone()[0] if db else 0
 
-    def lookup(self, identity: Identity) -> Entry | None:
+    def key(self) -> RosterKey | None:
+        """The roster key every tap is protected with (None: no roster, or one from before bundle/2)."""
         db = self._db()
         if db is None:
             return None
-        col = KEY_COLUMNS[identity.kind]
-        row = db.execute(f"SELECT student_no, name, school, class, major, photographed FROM students"
-                         f" WHERE {col} = ?", [identity.key]).fetchone()
-        return Entry(*(x or "" for x in row[:5]), bool(row[5])) if row else None
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'roster_key'").fetchone()
+        except sqlite3.DatabaseError:
+            return None
+        return RosterKey.from_dict(json.loads(row[0])) if row else None
+
+    def lookup(self, identity: Identity) -> Entry | None:
+        db = self._db()
+        if db is None or not identity.protected:
+            return None
+        row = db.execute("SELECT school, photographed FROM students WHERE kind = ? AND key = ?",
+                         [identity.kind.value, identity.protected]).fetchone()
+        return Entry(row[0], bool(row[1])) if row else None
 
     def close(self) -> None:
         if self._conn:
@@ -306,7 +369,10 @@ class Roster:
 
 
 def check_identity(identity: Identity, roster: Roster, journal: Journal, session_id: int) -> RosterCheck:
-    """Classify an identity for the session: invalid, unknown, shot already, or on the roster."""
+    """Classify a protected identity for the session: invalid, unknown, shot already, or on the roster.
+
+    The label for a local display is the name the reader passed (only when the school's policy allows it).
+    """
     if identity.kind is Kind.ID_NUMBER:
         try:
             idnumber.validate(identity.key)
@@ -315,13 +381,14 @@ def check_identity(identity: Identity, roster: Roster, journal: Journal, session
     entry = roster.lookup(identity)
     if entry is None:
         return RosterCheck(RosterStatus.NOT_ON_ROSTER, "not on the approved roster")
+    label = identity.display
     prior = journal.prior_shot(identity)
     if prior is not None and prior.session_id == session_id:
         return RosterCheck(RosterStatus.SHOT_THIS_SESSION, f"shot {prior.number} earlier in this session",
-                           prior.number, prior.frames, entry.label())
+                           prior.number, prior.frames, label)
     if prior is not None:
         return RosterCheck(RosterStatus.SHOT_BEFORE, f"shot {prior.number} in session {prior.session_id}",
-                           label=entry.label())
+                           label=label)
     if entry.photographed:
-        return RosterCheck(RosterStatus.SHOT_BEFORE, "roster marks this student photographed", label=entry.label())
-    return RosterCheck(RosterStatus.ON_ROSTER, label=entry.label())
+        return RosterCheck(RosterStatus.SHOT_BEFORE, "roster marks this student photographed", label=label)
+    return RosterCheck(RosterStatus.ON_ROSTER, label=label)

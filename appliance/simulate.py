@@ -18,13 +18,17 @@ operator cancel. Classroom time is simulated (an hour runs in seconds); photos, 
 are real.
 
 The script keeps its own account of what must have happened and compares it with the journal at the
-end: the summary printed is the journal's, and any disagreement is listed and fails the run.
+end: the summary printed is the journal's, and any disagreement is listed and fails the run. When the
+simulation made the centre's sealing key itself (no ``sealing.public_keys`` configured: it plays the
+centre too, keeping the private key outside the kit's data directory), it also opens every bundle with
+it and checks each photo and derivative against the SHA-256 the simulated camera and QC produced.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import io
 import json
 import random
@@ -46,6 +50,7 @@ from .daemon import Daemon, Devices, QcOutcome
 from .devices.camera import Photo, SimCamera
 from .devices.gpio import SimPedal, pin_factory
 from .identity import Identity, Kind, Source, make
+from .protect import RosterKey
 from .readers.sim import SimReader
 from .roster import load_csv
 from .session import Led, State
@@ -84,6 +89,24 @@ class Expected:
     refused: int = 0
     retakes: int = 0
     reads: Counter = field(default_factory=Counter)  # identity reads by source
+
+
+class Produced:
+    """What the simulated camera and QC handed to the daemon (kept outside the kit): SHA-256s by capture."""
+
+    def __init__(self, qc: Any) -> None:
+        self.qc = qc
+        self.photos: dict[tuple[int, int], str] = {}
+        self.derivatives: dict[str, str | None] = {}  # photo SHA-256 -> derivative SHA-256
+
+    def __call__(self, photo: Photo) -> QcOutcome:
+        outcome = self.qc(photo)
+        d = outcome.derivative
+        self.derivatives[hashlib.sha256(photo.jpeg).hexdigest()] = hashlib.sha256(d).hexdigest() if d else None
+        return outcome
+
+    def camera_hook(self, shot: int, frame: int, jpeg: bytes) -> None:
+        self.photos[(shot, frame)] = hashlib.sha256(jpeg).hexdigest()
 
 
 class SimQc:
@@ -169,7 +192,9 @@ class Classroom:
             self.qc.warm_up()
         else:
             self.qc = SimQc()
-        self.daemon = Daemon(cfg, Devices(self.camera, readers, self.factory), self.clock, self.qc)
+        self.produced = Produced(self.qc)
+        self.camera.on_capture = self.produced.camera_hook
+        self.daemon = Daemon(cfg, Devices(self.camera, readers, self.factory), self.clock, self.produced)
         self.pedal = SimPedal(self.factory, cfg.trigger)
         self.expected = Expected()
 
@@ -446,9 +471,11 @@ def run(cfg: Config, students: int, seed: int = 1, qc: str = "real", sources: bo
     """
     data = cfg.data_path
     data.mkdir(parents=True, exist_ok=True)
+    cfg, keys = with_centre_key(cfg)
     people = make_students(students, seed)
-    write_roster(people, data / "roster.csv")
-    load_csv(data / "roster.csv", cfg.roster_path)
+    with tempfile.TemporaryDirectory(prefix="capturekit-school-") as school:  # the school's file, not the kit's
+        write_roster(people, Path(school) / "roster.csv")
+        load_csv(Path(school) / "roster.csv", cfg.roster_path, new_key=RosterKey.new(*cfg.roster_key_cost()))
     room = Classroom(cfg, sources=sources, qc=qc)
     dm = room.daemon
     wall0 = time.monotonic()
@@ -474,13 +501,32 @@ def run(cfg: Config, students: int, seed: int = 1, qc: str = "real", sources: bo
         for s in come_back:
             room.comes_back(s)
         room.wait(cfg.session.retake_window_s + 1)
-        summary = summarise(room, session, wall=time.monotonic() - wall0)
+        summary = summarise(room, session, wall=time.monotonic() - wall0, keys=keys)
     finally:
         room.close()
     return summary
 
 
-def summarise(room: Classroom, session: int, wall: float) -> dict[str, Any]:
+def centre_keys_dir(data: Path) -> Path:
+    """Where a simulation keeps the centre's key it made: beside the kit's data directory, never in it."""
+    return data.with_name(data.name + ".centre-keys")
+
+
+def with_centre_key(cfg: Config) -> tuple[Config, Path | None]:
+    """The config with a centre sealing key: the configured one, else one this simulation makes (and whose
+    private half it keeps in :func:`centre_keys_dir`, playing the centre)."""
+    if cfg.sealing.public_keys:
+        return cfg, None
+    from centre.sealing import keygen
+
+    keys = centre_keys_dir(cfg.data_path)
+    existing = sorted(keys.glob("*.pub"))
+    public = existing[0] if existing else keygen(keys)[2]
+    return dataclasses.replace(cfg, sealing=dataclasses.replace(
+        cfg.sealing, public_keys=(public.read_text().strip(),))), keys
+
+
+def summarise(room: Classroom, session: int, wall: float, keys: Path | None = None) -> dict[str, Any]:
     j = room.daemon.journal
     counts = j.counts(session)
     voids = Counter(_void_kind(r) for _, r in j.voids(session))
@@ -500,13 +546,16 @@ def summarise(room: Classroom, session: int, wall: float) -> dict[str, Any]:
     }
     mismatches = [f"{k}: journal {observed[k]} != script {expected[k]}" for k in observed if observed[k] != expected[k]]
     spool = room.daemon.spool
-    stored = [r[0] for r in j.db.execute(
-        "SELECT f.capture_id FROM frames f JOIN shots s ON s.number = f.shot"
+    stored = [r for r in j.db.execute(
+        "SELECT f.capture_id, f.shot, f.frame, f.sha256 FROM frames f JOIN shots s ON s.number = f.shot"
         " WHERE s.session_id = ? AND f.status = 'stored'", [session])]
-    bad = {cid: spool.verify(cid) for cid in stored}
+    bad = {cid: spool.verify(cid) for cid, *_ in stored}
     mismatches += [f"bundle {cid}: {problem}" for cid, problem in bad.items() if problem]
     bundles = sum(1 for p in bad.values() if p is None)
-    derivatives = sum(1 for cid in stored if spool.record(cid).get("derivative"))
+    opened = derivatives = None
+    if keys is not None:
+        opened, derivatives, problems = _open_all(room, stored, keys)
+        mismatches += problems
     qc_reasons = Counter(r for (text,) in j.db.execute(
         "SELECT f.reasons FROM frames f JOIN shots s ON s.number = f.shot WHERE s.session_id = ?"
         " AND f.status = 'rejected'", [session]) for r in json.loads(text))
@@ -518,12 +567,36 @@ def summarise(room: Classroom, session: int, wall: float) -> dict[str, Any]:
         "session": session, "data_dir": str(room.cfg.data_path), **observed,
         "shots": counts.get("shots", 0), "retakes": ctx.get("retakes", 0), "qc_retakes": ctx.get("qc_retakes", 0),
         "qc_reasons": dict(qc_reasons), "triggers_ignored": ctx.get("triggers_ignored", 0),
-        "refused_identities": e.refused, "bundles": bundles, "derivatives": derivatives,
+        "refused_identities": e.refused, "bundles": bundles, "opened": opened, "derivatives": derivatives,
+        "centre_keys": str(keys) if keys else None,
         "classroom_minutes": round(sim_minutes, 1),
         "students_per_minute": round(e.captured / sim_minutes, 2) if sim_minutes else 0.0,
         "wall_seconds": round(wall, 1), "engine_shots_per_minute": round(e.captured / wall * 60, 1) if wall else 0.0,
         "mismatches": mismatches,
     }
+
+
+def _open_all(room: Classroom, stored: list, keys: Path) -> tuple[int, int, list[str]]:
+    """Open every stored bundle as the centre would; check photo and derivative against what was produced."""
+    from centre.sealing import BundleRefused, KeyRing, open_bundle_file
+
+    ring, opened, derivatives, problems = KeyRing.load(keys), 0, 0, []
+    for cid, shot, frame, sha in stored:
+        try:
+            b = open_bundle_file(room.daemon.spool.path(cid), ring)
+        except BundleRefused as exc:
+            problems.append(f"bundle {cid} does not open: {exc}")
+            continue
+        photo_sha = hashlib.sha256(b.photo).hexdigest()
+        if b.header.sealed_sha256 != sha or photo_sha != room.produced.photos.get((shot, frame)):
+            problems.append(f"bundle {cid}: not the photo the camera took for shot {shot} frame {frame}")
+        want = room.produced.derivatives.get(photo_sha)
+        got = hashlib.sha256(b.derivative).hexdigest() if b.derivative else None
+        if got != want:
+            problems.append(f"bundle {cid}: derivative differs from the one QC made")
+        opened += 1
+        derivatives += b.derivative is not None
+    return opened, derivatives, problems
 
 
 def _void_kind(reason: str) -> str:
@@ -538,8 +611,10 @@ def format_summary(s: dict[str, Any]) -> str:
         ("shot numbers used", s["shots"]), ("captured", s["shots_captured"]),
         ("void", ", ".join(f"{k} {v}" for k, v in s["voids"].items()) or "0"),
         ("identities read", ", ".join(f"{k} {v}" for k, v in sorted(s["reads"].items()))),
-        ("frames stored", f"{s['frames_stored']} ({s['bundles']} bundles in the outbox, SHA-256 verified;"
-                          f" {s['derivatives']} with a diploma derivative)"),
+        ("frames stored", f"{s['frames_stored']} ({s['bundles']} sealed bundles in the outbox, SHA-256 verified)"),
+        ("opened as the centre", "no centre key here (sealed to the configured key)" if s["opened"] is None else
+         f"{s['opened']} bundles opened with the key in {s['centre_keys']}: photos identical to the camera's,"
+         f" {s['derivatives']} with a diploma derivative"),
         ("operator retakes", s["retakes"]),
         ("QC retakes", f"{s['qc_retakes']} ({', '.join(f'{k} {v}' for k, v in sorted(s['qc_reasons'].items()))})"),
         ("camera failures", s["frames_failed"]), ("ignored pedal presses", s["triggers_ignored"]),

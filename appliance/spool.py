@@ -1,21 +1,19 @@
-"""The spool: where photos become durable files. The outbox is the only contract with the sync daemon.
+"""The spool: where photos become durable — sealed — files. The outbox is the only contract with the sync daemon.
 
-A *bundle* is one selected frame: a directory ``outbox/<capture_id>/`` holding ``<capture_id>.jpg``
-(the camera's original, never altered) and ``capture.json`` (who, when, which shot, SHA-256 of the
-JPEG, frame history). It is written in a temporary directory, every file and the directory are
-fsynced, then renamed into place and the outbox fsynced, so a bundle is either wholly there or
-absent. Frames that QC rejected (or that arrived too late) are kept in ``rejects/<capture_id>.jpg``
-the same way. ``docs/spool-format.md`` is the format's reference.
+A *bundle* is one selected frame, sealed to the centre's public key before it touches the disk
+(``capturekit.bundle/2``, :mod:`appliance.bundle`): one file ``outbox/<capture_id>.bundle`` with a small
+clear header and the sealed photo, diploma derivative and record. It is written as a ``.tmp-`` file,
+fsynced, renamed into place and the outbox fsynced, so a bundle is either wholly there or absent. Frames
+that QC rejected (or that arrived too late) are kept in ``rejects/<capture_id>.bundle``, sealed the same
+way. ``docs/spool-format.md`` is the format's reference.
 
-Everything that writes a photo to disk is in :class:`Spool` (the sealed spool of the roadmap changes
-this class only). Nothing else reads a JPEG back from the spool; :meth:`Spool.verify` is the one
-exception, for recovery and tests.
+Everything that writes or deletes a photo on disk is in :class:`Spool`. Nothing on the kit can open a
+bundle; recovery and ``status`` work from the clear headers and the SHA-256 of the sealed bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -24,20 +22,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .bundle import BundleFormatError, CentreKey, Header, read_header, seal
 from .errors import StorageError
 
 log = logging.getLogger("capturekit.spool")
 
-FORMAT = "capturekit.bundle/1"
-RECORD = "capture.json"
+SUFFIX = ".bundle"
 TMP_PREFIX = ".tmp-"
 
 
 @dataclass(frozen=True)
 class Written:
-    path: Path  # the bundle directory, or the reject file
-    sha256: str
-    size: int
+    path: Path  # the bundle file
+    sha256: str  # of the sealed bytes: the transfer and idempotence key
+    size: int  # bytes of the whole file
+    photo_sha256: str  # of the plain photo (only the centre can check it, after opening)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -46,27 +45,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    """Write and fsync one new file (never retried: a failed fsync leaves the data unknown)."""
-    with open(path, "xb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-@dataclass(frozen=True)
-class Header:
-    """What identifies a bundle, read from the bundle itself (no journal needed)."""
-
-    capture_id: str
-    kit_id: str
-    journal_id: str
-    shot: int
-    frame: int
-    sha256: str
-    size: int
 
 
 def _aside(path: Path) -> Path:
@@ -79,15 +57,25 @@ def _aside(path: Path) -> Path:
     raise StorageError(f"no free name to move {path} aside")
 
 
+def _sha256_range(path: Path, offset: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 class Spool:
-    """Outbox bundles and kept rejects under ``root``.
+    """Outbox bundles and kept rejects under ``root``, sealed to ``key`` (None: read, check, purge only).
 
     ``notes`` lists what opening the spool had to put right (a file where a directory belongs is moved
     aside, never deleted); recovery journals them. ``create=False`` (``status``) changes nothing on disk.
     """
 
-    def __init__(self, root: Path, create: bool = True) -> None:
+    def __init__(self, root: Path, key: CentreKey | None = None, create: bool = True) -> None:
         self.root = root
+        self.key = key
         self.outbox = root / "outbox"
         self.rejects = root / "rejects"
         self.orphans = root / "orphans"
@@ -104,52 +92,46 @@ class Spool:
         except OSError as exc:
             raise StorageError(f"spool {root}: {exc}") from exc
 
-    def write_bundle(self, capture_id: str, jpeg: bytes, record: dict[str, Any],
+    # ---- writing
+    def _publish(self, directory: Path, capture_id: str, data: bytes) -> Path:
+        final = directory / f"{capture_id}{SUFFIX}"
+        tmp = directory / f"{TMP_PREFIX}{capture_id}{SUFFIX}"
+        if final.exists():
+            raise StorageError(f"{final.name} already exists")
+        tmp.unlink(missing_ok=True)
+        with open(tmp, "xb") as fh:  # never retried: a failed fsync leaves the data unknown
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.rename(tmp, final)
+        _fsync_dir(directory)
+        return final
+
+    def _write(self, directory: Path, kind: str, capture_id: str, ident: dict[str, Any], record: dict[str, Any],
+               photo: bytes, derivative: bytes | None) -> Written:
+        if self.key is None:
+            raise StorageError("no centre key to seal with (sealing.public_keys)")
+        data, header = seal(self.key, {"kind": kind, "capture_id": capture_id, **ident}, record, photo, derivative)
+        try:
+            path = self._publish(directory, capture_id, data)
+        except OSError as exc:
+            raise StorageError(f"{kind} {capture_id} not written: {exc}") from exc
+        return Written(path, header.sealed_sha256, len(data), hashlib.sha256(photo).hexdigest())
+
+    def write_bundle(self, capture_id: str, ident: dict[str, Any], record: dict[str, Any], photo: bytes,
                      derivative: bytes | None = None) -> Written:
-        """Atomically publish a bundle; ``record`` gets ``format``, ``capture_id`` and the files' hashes.
+        """Seal and atomically publish a bundle. ``ident``: kit_id, journal_id, shot, frame (the clear header);
+        ``record``: the capture record, sealed with the photo and its diploma ``derivative``."""
+        return self._write(self.outbox, "capture", capture_id, ident, record, photo, derivative)
 
-        ``derivative`` is the diploma-spec JPEG cut from ``jpeg`` (``<capture_id>.diploma.jpg``).
-        """
-        final = self.outbox / capture_id
-        tmp = self.outbox / f"{TMP_PREFIX}{capture_id}"
-        digest = hashlib.sha256(jpeg).hexdigest()
-        name = f"{capture_id}.jpg"
-        body = {"format": FORMAT, "capture_id": capture_id, **record,
-                "photo": {**record.get("photo", {}), "file": name, "sha256": digest, "bytes": len(jpeg)},
-                "derivative": None if derivative is None else {
-                    "file": f"{capture_id}.diploma.jpg", "sha256": hashlib.sha256(derivative).hexdigest(),
-                    "bytes": len(derivative)}}
-        try:
-            if final.exists():
-                raise FileExistsError(f"bundle {capture_id} already exists")
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            tmp.mkdir()
-            _write_file(tmp / name, jpeg)
-            if derivative is not None:
-                _write_file(tmp / body["derivative"]["file"], derivative)
-            _write_file(tmp / RECORD, json.dumps(body, ensure_ascii=False, indent=1).encode())
-            _fsync_dir(tmp)
-            os.rename(tmp, final)
-            _fsync_dir(self.outbox)
-        except OSError as exc:
-            raise StorageError(f"bundle {capture_id} not written: {exc}") from exc
-        return Written(final, digest, len(jpeg))
+    def keep_reject(self, capture_id: str, ident: dict[str, Any], record: dict[str, Any], photo: bytes) -> Written:
+        """Seal and atomically keep a frame that is not spooled (QC reject, late arrival)."""
+        return self._write(self.rejects, "reject", capture_id, ident, record, photo, None)
 
-    def keep_reject(self, capture_id: str, jpeg: bytes) -> Written:
-        """Atomically keep a frame that is not spooled (QC reject, late arrival)."""
-        final = self.rejects / f"{capture_id}.jpg"
-        tmp = self.rejects / f"{TMP_PREFIX}{capture_id}.jpg"
-        try:
-            tmp.unlink(missing_ok=True)
-            _write_file(tmp, jpeg)
-            os.rename(tmp, final)
-            _fsync_dir(self.rejects)
-        except OSError as exc:
-            raise StorageError(f"reject {capture_id} not written: {exc}") from exc
-        return Written(final, hashlib.sha256(jpeg).hexdigest(), len(jpeg))
+    # ---- recovery and inspection (no key needed)
+    def path(self, capture_id: str) -> Path:
+        return self.outbox / f"{capture_id}{SUFFIX}"
 
-    # ---- recovery and inspection
     def clean_temp(self) -> list[str]:
         """Remove half-written bundles/rejects left by a crash (our ``.tmp-`` names only); return their names."""
         removed = []
@@ -164,66 +146,57 @@ class Spool:
         return removed
 
     def bundle_ids(self) -> list[str]:
-        """Bundle directories in the outbox. Dot names are not bundles (ours are half-written, others are
-        someone else's, e.g. a sync daemon's ``.sync-state/``): readers ignore them, as the format says."""
-        return sorted(p.name for p in self.outbox.iterdir() if not p.name.startswith(".") and p.is_dir()
-                      and not p.is_symlink())
+        """Capture ids of the bundle files in the outbox. Dot names are not bundles (ours are half-written,
+        others are someone else's, e.g. a sync daemon's ``.sync-state/``): readers ignore them."""
+        return sorted(p.name[:-len(SUFFIX)] for p in self.outbox.iterdir() if not p.name.startswith(".")
+                      and p.name.endswith(SUFFIX) and p.is_file() and not p.is_symlink())
 
     def strays(self) -> list[str]:
-        """Outbox entries that are neither bundles nor dot names (a file where a bundle directory belongs)."""
+        """Outbox entries that are neither bundles nor dot names (a directory, a foreign file, a symlink)."""
         return sorted(p.name for p in self.outbox.iterdir() if not p.name.startswith(".")
-                      and (not p.is_dir() or p.is_symlink()))
+                      and not (p.name.endswith(SUFFIX) and p.is_file() and not p.is_symlink()))
 
-    def record(self, capture_id: str) -> dict[str, Any]:
-        rec = json.loads((self.outbox / capture_id / RECORD).read_text(encoding="utf-8"))
-        if not isinstance(rec, dict):
-            raise ValueError(f"{RECORD} is not an object")
-        return rec
-
-    def header(self, capture_id: str) -> Header:
-        """The bundle's identity from its own record; ValueError/OSError if it cannot be read."""
-        rec = self.record(capture_id)
-        try:
-            h = Header(str(rec["capture_id"]), str(rec["kit_id"]), str(rec["journal_id"]), int(rec["shot"]),
-                       int(rec["frame"]), str(rec["photo"]["sha256"]), int(rec["photo"]["bytes"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{RECORD} lacks {exc}") from exc
+    def header(self, capture_id: str, directory: Path | None = None) -> Header:
+        """The bundle's clear header; BundleFormatError (a ValueError) or OSError if it cannot be read."""
+        path = (directory or self.outbox) / f"{capture_id}{SUFFIX}"
+        with open(path, "rb") as fh:
+            h, _ = read_header(fh)
         if h.capture_id != capture_id:
-            raise ValueError(f"{RECORD} names {h.capture_id!r}, not its directory")
+            raise BundleFormatError("bad_header", f"the header names {h.capture_id!r}, not its file")
         return h
 
-    def check(self, capture_id: str, deep: bool = True) -> str | None:
-        """None if the bundle is sound, else what is wrong. Shallow: the record parses and the files have
-        their recorded sizes (a few small reads); deep: also every file's SHA-256 (reads every byte)."""
-        d = self.outbox / capture_id
+    def check(self, capture_id: str, deep: bool = True, directory: Path | None = None) -> str | None:
+        """None if the bundle is sound, else what is wrong. Shallow: the header parses and the file has its
+        size (one small read); deep: also the SHA-256 of the sealed bytes (reads every byte)."""
+        path = (directory or self.outbox) / f"{capture_id}{SUFFIX}"
         try:
-            rec = self.record(capture_id)
-            self.header(capture_id)
-        except (OSError, ValueError) as exc:
-            return f"record unreadable: {exc}"
-        parts = [("photo", rec["photo"])] + ([("derivative", rec["derivative"])] if rec.get("derivative") else [])
-        for what, part in parts:
-            try:
-                f = d / part["file"]
-                if f.stat().st_size != part["bytes"]:
-                    return f"{what} has {f.stat().st_size} bytes, its record says {part['bytes']}"
-                if deep and _sha256_file(f) != part["sha256"]:
-                    return f"{what} does not match its SHA-256"
-            except (OSError, KeyError, TypeError) as exc:
-                return f"{what} unreadable: {exc}"
+            with open(path, "rb") as fh:
+                h, offset = read_header(fh)
+            size = path.stat().st_size
+        except (OSError, BundleFormatError) as exc:
+            return f"header unreadable: {exc}"
+        if h.capture_id != capture_id:
+            return f"the header names {h.capture_id!r}, not its file"
+        if size != offset + h.sizes["sealed"]:
+            return f"{size - offset} sealed bytes, the header says {h.sizes['sealed']} (truncated?)"
+        try:
+            if deep and _sha256_range(path, offset) != h.sealed_sha256:
+                return "the sealed bytes do not match their SHA-256"
+        except OSError as exc:
+            return f"unreadable: {exc}"
         return None
 
     def verify(self, capture_id: str) -> str | None:
-        """None if the bundle is complete and every file matches its SHA-256, else what is wrong."""
+        """None if the bundle is complete and its sealed bytes match their SHA-256, else what is wrong."""
         return self.check(capture_id, deep=True)
 
     def reject_written(self, capture_id: str) -> Written | None:
-        """The kept reject of ``capture_id`` with its digest, or None if it never reached its place."""
-        p = self.rejects / f"{capture_id}.jpg"
-        if not p.exists():
+        """The kept reject of ``capture_id`` if it reached its place and is complete, else None."""
+        path = self.rejects / f"{capture_id}{SUFFIX}"
+        if not path.exists() or self.check(capture_id, deep=True, directory=self.rejects):
             return None
-        data = p.read_bytes()
-        return Written(p, hashlib.sha256(data).hexdigest(), len(data))
+        h = self.header(capture_id, self.rejects)
+        return Written(path, h.sealed_sha256, path.stat().st_size, "")
 
     def quarantine(self, capture_id: str) -> Path:
         """Move an interrupted, incomplete bundle out of the outbox into ``orphans/`` (kept, never deleted)."""
@@ -231,19 +204,22 @@ class Spool:
             if self.orphans.exists() and not self.orphans.is_dir():
                 os.rename(self.orphans, _aside(self.orphans))
             self.orphans.mkdir(exist_ok=True)
-            dest = self.orphans / capture_id
+            dest = self.orphans / f"{capture_id}{SUFFIX}"
             if dest.exists() or dest.is_symlink():
                 dest = _aside(dest)
-            os.rename(self.outbox / capture_id, dest)
+            os.rename(self.path(capture_id), dest)
             _fsync_dir(self.outbox)
         except OSError as exc:
             raise StorageError(f"cannot move {capture_id} to {self.orphans}: {exc}") from exc
         return dest
 
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    def delete(self, path: Path) -> bool:
+        """Purge one sealed file the centre has confirmed (a plain unlink: it is sealed). False if already gone."""
+        try:
+            path.unlink()
+            _fsync_dir(path.parent)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StorageError(f"cannot purge {path}: {exc}") from exc
+        return True

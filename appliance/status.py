@@ -51,6 +51,9 @@ def _report(cfg: Config, conn: sqlite3.Connection, deep: bool) -> dict[str, Any]
         scrubbed = dict(tuple(d.split(": ", 1)) for (d,) in q(
             "SELECT detail FROM events WHERE kind = 'bundle_damaged' AND id >= ?", [since]) if ": " in d)
         adopted = q("SELECT COUNT(*) FROM adopted").fetchone()[0] if _has(q, "adopted") else 0
+        purged = q("SELECT COUNT(*) FROM purged").fetchone()[0] if _has(q, "purged") else 0
+        uploads = dict(q("SELECT status, COUNT(*) FROM uploads GROUP BY status").fetchall()) if _has(
+            q, "uploads") else {}
     finally:
         conn.close()
     spool = Spool(cfg.data_path / "spool", create=False)
@@ -67,6 +70,7 @@ def _report(cfg: Config, conn: sqlite3.Connection, deep: bool) -> dict[str, Any]
         "warnings": [{"shot": s, "frame": f, "reasons": r} for s, f, r in warns],
         "events": [{"at": a, "kind": k, "shot": s, "detail": d} for a, k, s, d in events],
         "outbox_bundles": pending, "adopted_bundles": adopted, "damaged": damaged, "strays": strays,
+        "purged": purged, "uploads": uploads,
         "roster_students": _roster_count(cfg),
         "disk_free_mb": disk.free // 2**20,
     }
@@ -81,6 +85,8 @@ def _report(cfg: Config, conn: sqlite3.Connection, deep: bool) -> dict[str, Any]
         f"  outbox: {pending} bundles waiting for sync; roster: {report['roster_students']} students;"
         f" disk free: {report['disk_free_mb']} MB",
     ]
+    if uploads or purged:
+        lines.append(f"  uploads: {counts(uploads)}; purged after confirmation: {purged}")
     if adopted:
         lines.append(f"  adopted bundles (an earlier journal's, kept for sync): {adopted}")
     lines += [f"  DAMAGED bundle {cid}: {why} — it stays in the outbox; call support" for cid, why in damaged.items()]

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import STUDENTS, card
+from conftest import STUDENTS, card, opened
 from PIL import Image
 
 from appliance.control import ControlServer, send
@@ -26,10 +26,10 @@ def q(room, sql, *params):
     return room.daemon.journal.db.execute(sql, params).fetchall()
 
 
-def bundle(room, cid: str) -> tuple[dict, bytes]:
-    d = room.daemon.spool.outbox / cid
-    rec = json.loads((d / "capture.json").read_text())
-    return rec, (d / rec["photo"]["file"]).read_bytes()
+def bundle(room, cid: str, directory: str = "outbox") -> tuple[dict, bytes]:
+    """The sealed record and photo of a bundle (or kept reject), opened with the centre's key."""
+    b = opened(room.daemon.spool.root / directory / f"{cid}.bundle")
+    return b.record, b.photo
 
 
 def jpeg_tag(data: bytes) -> str:
@@ -49,15 +49,18 @@ def test_normal_flow_writes_a_verified_bundle(room):
     room.wait(3)
     room.press()
     assert room.led is Led.OK and led_pins(room) == (0, 1, 0)
-    (cid, status, sha, path), = q(room, "SELECT capture_id, status, sha256, path FROM frames")
-    assert status == "stored" and cid.endswith("-000001-01") and path == f"outbox/{cid}"
+    (cid, status, sha, path, photo_sha), = q(room, "SELECT capture_id, status, sha256, path, photo_sha256"
+                                             " FROM frames")
+    assert status == "stored" and cid.endswith("-000001-01") and path == f"outbox/{cid}.bundle"
+    raw = (room.daemon.spool.root / path).read_bytes()
+    assert b"\xff\xd8\xff" not in raw and STUDENTS[0].encode() not in raw  # sealed: no JPEG, no ID number
     rec, data = bundle(room, cid)
-    assert hashlib.sha256(data).hexdigest() == rec["photo"]["sha256"] == sha
+    assert hashlib.sha256(data).hexdigest() == rec["photo"]["sha256"] == photo_sha
+    assert room.daemon.spool.header(cid).sealed_sha256 == sha
     assert rec["shot"] == 1 and rec["frame"] == 1 and rec["capture_id"] == cid
     assert rec["identity"] == {"kind": "id_number", "key": STUDENTS[0], "source": "sim", "reader": "test-reader"}
     assert "name" not in json.dumps(rec)  # nothing beyond the identity key leaves the roster
     assert Image.open(io.BytesIO(data)).size == (640, 480) and jpeg_tag(data) == "capturekit-sim shot=1 frame=1"
-    assert (rec["photo"]["file"]).startswith(cid) and "000001" in rec["photo"]["file"]
     assert q(room, "SELECT status, selected_frame FROM shots") == [("captured", 1)]
     buzzer = room.factory.pin(room.cfg.buzzer.pin)
     assert any(s.state for s in buzzer.states)  # the buzzer pin really toggled
@@ -201,8 +204,8 @@ def test_late_photo_is_kept_as_reject_and_never_bound(kit_config):
         assert rows[1][:2] == (2, "stored")
         _, data = bundle(room, room.daemon.spool.bundle_ids()[0])
         assert jpeg_tag(data).endswith("frame=2")
-        late = (room.daemon.spool.rejects / f"{kit_config.kit_id}-{room.daemon.journal.journal_id}-000001-01.jpg")
-        assert jpeg_tag(late.read_bytes()).endswith("frame=1")
+        _, late = bundle(room, f"{kit_config.kit_id}-{room.daemon.journal.journal_id}-000001-01", "rejects")
+        assert jpeg_tag(late).endswith("frame=1")
     finally:
         room.daemon.close()
 
@@ -246,8 +249,9 @@ def test_qc_retake_keeps_reject_and_operator_can_accept_it(room):
     assert room.led is Led.RETAKE
     (cid, status, sha), = q(room, "SELECT capture_id, status, sha256 FROM frames")
     assert status == "rejected"
-    kept = room.daemon.spool.rejects / f"{cid}.jpg"
-    assert hashlib.sha256(kept.read_bytes()).hexdigest() == sha
+    assert room.daemon.spool.header(cid, room.daemon.spool.rejects).sealed_sha256 == sha
+    rec, photo = bundle(room, cid, "rejects")
+    assert rec["verdict"]["reasons"] == ["eyes_closed"] and jpeg_tag(photo).endswith("frame=1")
     assert room.daemon.spool.bundle_ids() == []
     room.daemon.accept_anyway()
     room.daemon.settle()
@@ -330,10 +334,11 @@ def test_names_classes_and_student_numbers_never_reach_the_log(kit_config, caplo
     from appliance.roster import load_csv
     from appliance.simulate import Classroom
 
-    csv = kit_config.data_path / "named.csv"
+    csv = kit_config.data_path.parent / "named.csv"
     csv.write_text("id_number,name,class,student_no\n" + "".join(
         f"{n},张同学{i},电子3班,S2026{i:04d}\n" for i, n in enumerate(STUDENTS)), encoding="utf-8")
-    load_csv(csv, kit_config.roster_path)
+    report = load_csv(csv, kit_config.roster_path)
+    assert report.dropped == ["class", "name", "student_no"]  # read to validate, never kept on the kit
     master, slave = pty.openpty()  # the school's local display, as policy allows
     cfg = dataclasses.replace(kit_config, privacy=dataclasses.replace(
         kit_config.privacy, show_names=True, console_device=os.ttyname(slave)))
@@ -341,21 +346,23 @@ def test_names_classes_and_student_numbers_never_reach_the_log(kit_config, caplo
     room.daemon.start()
     try:
         with caplog.at_level(logging.DEBUG):
-            for n in STUDENTS[:3]:
-                room.tap(card(n))
+            for i, n in enumerate(STUDENTS[:3]):
+                room.tap(dataclasses.replace(card(n), display=f"张同学{i}"))  # a SAM reader passing the name
                 room.wait(2)
                 room.press()
                 room.wait(6)
         text = "\n".join(r.getMessage() for r in caplog.records)
-        assert "shot 1 ready: 440" in text  # the console line is logged, with the key masked
-        for secret in ("张同学", "电子3班", "S2026", STUDENTS[0], STUDENTS[1]):
+        assert "shot 1 ready: id_number#" in text  # the console line is logged, with no character of the key
+        for secret in ("张同学", "电子3班", "S2026", STUDENTS[0], STUDENTS[1], STUDENTS[0][-4:], STUDENTS[0][6:14]):
             assert secret not in text
         shown = os.read(master, 65536).decode()
-        assert "张同学0" in shown and "电子3班" in shown  # only on the local display
+        assert "张同学0" in shown and "张同学2" in shown  # only on the local display
     finally:
         room.daemon.close()
         os.close(master)
         os.close(slave)
+    raw = b"".join(p.read_bytes() for p in kit_config.data_path.rglob("*") if p.is_file())
+    assert "张同学".encode() not in raw and b"S2026" not in raw
 
 
 def test_an_undecodable_photo_is_a_failed_capture_not_a_stored_one(kit_config):
@@ -388,7 +395,7 @@ def test_storage_error_while_journalling_a_card_read_is_the_fault_path(room, cap
 
     monkeypatch.setattr(room.daemon.journal, "record_read", full)
     room.reader.present(card(STUDENTS[0]))
-    room.daemon.step(None)
+    room.daemon.settle()
     assert room.daemon.exit_code == EXIT_STORAGE and room.led is Led.FAULT
     assert any("storage failed" in r.getMessage() for r in caplog.records)
 

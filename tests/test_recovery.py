@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+from conftest import cheap_key, sealing_line
+
+from appliance.bundle import CentreKey
 from appliance.clock import ManualClock
 from appliance.identity import Kind, Source, make
 from appliance.journal import Journal
@@ -9,20 +13,40 @@ from appliance.recovery import recover
 from appliance.spool import Spool
 
 JPEG = b"\xff\xd8fake-but-bytes\xff\xd9"
+KEY = cheap_key()
+
+
+class _Spool(Spool):
+    """The real spool, with the old short call for tests: write_bundle(cid, photo, ident)."""
+
+    def write_bundle(self, cid, photo, ident):  # type: ignore[override]
+        return super().write_bundle(cid, ident, {"capture_id": cid}, photo)
+
+    def keep_reject(self, cid, photo, ident):  # type: ignore[override]
+        return super().keep_reject(cid, ident, {"capture_id": cid}, photo)
 
 
 def rec(j: Journal, shot: int, frame: int, journal_id: str | None = None, kit_id: str | None = None) -> dict:
-    """The identifying part of a bundle record, as the daemon writes it."""
+    """The clear header's identity of a bundle, as the daemon passes it."""
     return {"kit_id": kit_id or j.kit_id, "journal_id": journal_id or j.journal_id, "shot": shot, "frame": frame}
+
+
+@pytest.fixture(autouse=True)
+def _key(centre_keys):
+    global CENTRE
+    CENTRE = CentreKey.parse(sealing_line(centre_keys))
+
+
+CENTRE: CentreKey | None = None
 
 
 def setup(tmp_path):
     j = Journal(tmp_path / "journal.sqlite", "kit-r", ManualClock().wall)
-    sp = Spool(tmp_path / "spool")
+    sp = _Spool(tmp_path / "spool", CENTRE)
     sid = j.open_session("S1")
     for n in (1, 2, 3):
-        read = j.record_read(sid, make(Kind.COLLECTION_CODE, f"code-{n}", Source.QR_SCANNER), "on_roster", "")
-        j.open_shot(n, sid, read)
+        ident = KEY.identity(make(Kind.COLLECTION_CODE, f"code-{n}", Source.QR_SCANNER))
+        j.open_shot(n, sid, j.record_read(sid, ident, "on_roster", ""))
     return j, sp
 
 
@@ -39,9 +63,8 @@ def test_complete_bundle_with_unfinished_row_is_kept(tmp_path):
 def test_half_written_bundle_is_removed_and_frame_marked_lost(tmp_path):
     j, sp = setup(tmp_path)
     cid = j.begin_frame(2, 1, "outbox", "pass", ())
-    tmp = sp.outbox / f".tmp-{cid}"
-    tmp.mkdir()
-    (tmp / f"{cid}.jpg").write_bytes(JPEG[:5])  # crash mid-write
+    tmp = sp.outbox / f".tmp-{cid}.bundle"
+    tmp.write_bytes(b"CKBUNDL2\x00")  # crash mid-write
     done = recover(j, sp)
     assert not tmp.exists() and any("half-written" in d for d in done)
     assert j.db.execute("SELECT status FROM frames").fetchone() == ("lost",)
@@ -52,9 +75,11 @@ def test_corrupt_bundle_is_quarantined_not_deleted(tmp_path):
     j, sp = setup(tmp_path)
     cid = j.begin_frame(3, 1, "outbox", "pass", ())
     w = sp.write_bundle(cid, JPEG, rec(j, 3, 1))
-    (w.path / f"{cid}.jpg").write_bytes(b"bit rot")
+    raw = bytearray(w.path.read_bytes())
+    raw[-5] ^= 0xFF  # bit rot in the sealed bytes: same size, wrong SHA-256
+    w.path.write_bytes(bytes(raw))
     recover(j, sp)
-    assert (sp.orphans / cid).exists() and cid not in sp.bundle_ids()
+    assert (sp.orphans / f"{cid}.bundle").exists() and cid not in sp.bundle_ids()
     assert j.db.execute("SELECT status, detail FROM frames").fetchone()[0] == "lost"
 
 
@@ -75,13 +100,12 @@ def test_open_shots_are_voided_and_unknown_bundles_adopted_in_place(tmp_path):
 def test_reject_written_before_crash_is_kept(tmp_path):
     j, sp = setup(tmp_path)
     cid = j.begin_frame(1, 1, "rejects", "fail", ("blur",))
-    sp.keep_reject(cid, JPEG)
+    sp.keep_reject(cid, JPEG, rec(j, 1, 1))
     recover(j, sp)
-    assert j.db.execute("SELECT status, path FROM frames").fetchone() == ("rejected", f"rejects/{cid}.jpg")
+    assert j.db.execute("SELECT status, path FROM frames").fetchone() == ("rejected", f"rejects/{cid}.bundle")
 
 
 def test_journal_refuses_another_kits_file(tmp_path):
-    import pytest
 
     from appliance.errors import StartRefused
 
@@ -98,7 +122,10 @@ def _classroom(data, n=8, seed=1):
     from appliance import config as config_mod
     from appliance.simulate import run, sim_config
 
-    cfg = sim_config(dataclasses.replace(config_mod.Config(), kit_id="kit-r"), data, (320, 240))
+    base = config_mod.Config()
+    cfg = sim_config(dataclasses.replace(
+        base, kit_id="kit-r", sealing=dataclasses.replace(base.sealing, public_keys=(str(CENTRE),)),
+        privacy=dataclasses.replace(base.privacy, argon2_opslimit=1, argon2_memlimit_kib=8)), data, (320, 240))
     summary = run(cfg, n, seed=seed, qc="sim", sources=False)
     assert not summary["mismatches"]
     return cfg
@@ -156,6 +183,7 @@ def test_another_journal_id_keeps_its_own_numbers_and_adopts_the_rest(tmp_path):
     cfg = _classroom(data)
     sp = Spool(data / "spool")
     j = Journal(data / "journal.sqlite", "kit-r", ManualClock().wall)
+    sp = _Spool(data / "spool", CENTRE)
     own_next = j.next_shot()
     sp.write_bundle("kit-r-0badf00d-000005-01", JPEG, rec(j, 5, 1, journal_id="0badf00d"))
     j.close()
@@ -169,13 +197,12 @@ def test_another_journal_id_keeps_its_own_numbers_and_adopts_the_rest(tmp_path):
 
 
 def test_another_kits_bundles_refuse_start_and_change_nothing(tmp_path):
-    import pytest
 
     from appliance.errors import StartRefused
 
     data = tmp_path / "data"
     cfg = _classroom(data)
-    sp = Spool(data / "spool")
+    sp = _Spool(data / "spool", CENTRE)
     j = Journal(data / "journal.sqlite", "kit-r", ManualClock().wall)
     sp.write_bundle("kit-z-12345678-000001-01", JPEG, rec(j, 1, 1, journal_id="12345678", kit_id="kit-z"))
     events = j.db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
@@ -194,8 +221,8 @@ def test_odd_entries_never_block_start_up(tmp_path):
     # an orphan of the same name already exists
     cid = j.begin_frame(1, 1, "outbox", "pass", ())
     w = sp.write_bundle(cid, JPEG, rec(j, 1, 1))
-    (w.path / f"{cid}.jpg").write_bytes(b"bit rot")
-    (sp.orphans / cid).mkdir(parents=True)
+    w.path.write_bytes(w.path.read_bytes()[:-3])  # truncated: an interrupted frame's incomplete bundle
+    (sp.orphans / f"{cid}.bundle").mkdir(parents=True)
     # a file where a bundle directory belongs, and someone else's dot-directory
     (sp.outbox / "notes.txt").write_text("hello")
     (sp.outbox / ".sync-state").mkdir()
@@ -208,7 +235,8 @@ def test_odd_entries_never_block_start_up(tmp_path):
     sp = Spool(tmp_path / "spool")
     done = recover(j, sp)
     assert sp.rejects.is_dir() and any(p.name.startswith("rejects.stray-") for p in sp.root.iterdir())
-    assert (sp.orphans / cid).is_dir() and any(p.name.startswith(f"{cid}.stray-") for p in sp.orphans.iterdir())
+    assert (sp.orphans / f"{cid}.bundle").is_dir()
+    assert any(p.name.startswith(f"{cid}.bundle.stray-") for p in sp.orphans.iterdir())
     assert (sp.outbox / ".sync-state" / "cursor").read_text() == "42"  # not ours: untouched
     assert (sp.outbox / "notes.txt").exists() and any("notes.txt is not a bundle" in d for d in done)
     kinds = [k for (k,) in j.db.execute("SELECT kind FROM events ORDER BY id")]
@@ -217,7 +245,6 @@ def test_odd_entries_never_block_start_up(tmp_path):
 
 
 def test_damaged_journal_is_refused_and_kept_byte_for_byte(tmp_path):
-    import pytest
 
     from appliance.errors import JournalDamaged
 
@@ -238,7 +265,6 @@ def test_damaged_journal_is_refused_and_kept_byte_for_byte(tmp_path):
 
 
 def test_finish_frame_never_turns_a_void_shot_into_a_captured_one(tmp_path):
-    import pytest
 
     from appliance.errors import StorageError
 
@@ -247,7 +273,7 @@ def test_finish_frame_never_turns_a_void_shot_into_a_captured_one(tmp_path):
     j.void_shot(2, "operator cancel")
     w = sp.write_bundle(cid, JPEG, rec(j, 2, 1))
     with pytest.raises(StorageError, match="void"):
-        j.finish_frame(2, 1, w.sha256, w.size, f"outbox/{cid}")
+        j.finish_frame(2, 1, w.sha256, w.size, f"outbox/{cid}.bundle")
     row = j.db.execute("SELECT status, void_reason FROM shots WHERE number=2").fetchone()
     assert row == ("void", "operator cancel")
     assert j.db.execute("SELECT kind FROM events WHERE kind='frame_for_void_shot'").fetchone()
@@ -260,11 +286,13 @@ def test_damaged_bundles_are_named_at_start_and_by_status(tmp_path):
     cfg = _classroom(data)
     sp = Spool(data / "spool")
     flipped, broken, *_ = sp.bundle_ids()
-    photo = sp.outbox / flipped / f"{flipped}.jpg"
-    raw = bytearray(photo.read_bytes())
+    path = sp.path(flipped)
+    raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0x01  # one bit: same size, only a SHA-256 finds it
-    photo.write_bytes(bytes(raw))
-    (sp.outbox / broken / "capture.json").write_text("{ not json")
+    path.write_bytes(bytes(raw))
+    raw = bytearray(sp.path(broken).read_bytes())
+    raw[20:30] = b"{ not json"  # the clear header no longer parses
+    sp.path(broken).write_bytes(bytes(raw))
     d = _daemon(cfg)
     d.start()
     try:

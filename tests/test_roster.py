@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
-from conftest import STUDENTS
+from conftest import STUDENTS, cheap_key
 
 from appliance import idnumber
 from appliance.identity import Kind, Source, make
@@ -18,35 +19,44 @@ def write(tmp_path, text, encoding="utf-8"):
     return p
 
 
+def look(r: Roster, kind: Kind, key: str, source: Source = Source.SIM):
+    """A tap as the daemon does it: protect with the roster's key, then look up."""
+    return r.lookup(r.key().identity(make(kind, key, source)))
+
+
 def test_load_and_lookup_by_every_key_kind(tmp_path):
     csv = write(tmp_path, "id_number,collection_code,card_uid,name,class\n"
                           f"{STUDENTS[0]},,,张三,3A\n,Ab+/c0DE==,,,3B\n,,04a1b2c3,李四,3C\n")
-    report = load_csv(csv, tmp_path / "roster.sqlite")
+    report = load_csv(csv, tmp_path / "roster.sqlite", new_key=cheap_key())
     assert report.rows == 3 and report.keys == {"id_number": 1, "collection_code": 1, "card_uid": 1}
+    assert report.dropped == ["class", "name"]
     r = Roster(tmp_path / "roster.sqlite")
-    assert r.lookup(make(Kind.ID_NUMBER, STUDENTS[0], Source.SIM)).label() == "张三 3A"
-    assert r.lookup(make(Kind.COLLECTION_CODE, "Ab+/c0DE==", Source.QR_SCANNER)) is not None
-    assert r.lookup(make(Kind.COLLECTION_CODE, "ab+/c0de==", Source.QR_SCANNER)) is None  # exact, case-sensitive
-    assert r.lookup(make(Kind.CARD_UID, "04:A1:B2:C3", Source.PCSC)) is not None
-    assert r.lookup(make(Kind.ID_NUMBER, STUDENTS[1], Source.SIM)) is None
+    assert look(r, Kind.ID_NUMBER, STUDENTS[0]) is not None
+    assert look(r, Kind.COLLECTION_CODE, "Ab+/c0DE==", Source.QR_SCANNER) is not None
+    assert look(r, Kind.COLLECTION_CODE, "ab+/c0de==", Source.QR_SCANNER) is None  # exact, case-sensitive
+    assert look(r, Kind.CARD_UID, "04:A1:B2:C3", Source.PCSC) is not None
+    assert look(r, Kind.ID_NUMBER, STUDENTS[1]) is None
+    raw = (tmp_path / "roster.sqlite").read_bytes()
+    for clear in (STUDENTS[0], "Ab+/c0DE==", "04A1B2C3", "张三", "3A"):
+        assert clear.encode() not in raw  # only protected forms rest on the kit
 
 
 def test_chinese_headers_and_gb18030_from_excel(tmp_path):
     csv = write(tmp_path, f"身份证号,姓名,班级\n{STUDENTS[0]},王五,计算机1班\n", "gb18030")
-    report = load_csv(csv, tmp_path / "roster.sqlite")
+    report = load_csv(csv, tmp_path / "roster.sqlite", new_key=cheap_key())
     assert report.encoding == "gb18030" and report.rows == 1
-    assert Roster(tmp_path / "roster.sqlite").lookup(make(Kind.ID_NUMBER, STUDENTS[0], Source.SIM)).name == "王五"
+    assert look(Roster(tmp_path / "roster.sqlite"), Kind.ID_NUMBER, STUDENTS[0]) is not None
 
 
 def test_bad_rows_are_listed_by_line_and_nothing_is_loaded(tmp_path):
     bad = STUDENTS[1][:-1] + ("0" if STUDENTS[1][-1] != "0" else "1")
     csv = write(tmp_path, f"id_number,name\n{STUDENTS[0]},a\n{bad},b\n,c\n{STUDENTS[0]},d\n")
     with pytest.raises(RosterError) as exc:
-        load_csv(csv, tmp_path / "roster.sqlite")
+        load_csv(csv, tmp_path / "roster.sqlite", new_key=cheap_key())
     lines = dict(exc.value.problems)
     assert "check_digit" in lines[3] and "no identity key" in lines[4] and "repeats line 2" in lines[5]
     assert not (tmp_path / "roster.sqlite").exists()
-    report = load_csv(csv, tmp_path / "roster.sqlite", skip_bad=True)
+    report = load_csv(csv, tmp_path / "roster.sqlite", skip_bad=True, new_key=cheap_key())
     assert report.rows == 1 and len(report.skipped) == 3
 
 
@@ -57,33 +67,51 @@ def test_unknown_column_is_an_error(tmp_path):
         load_csv(write(tmp_path, "name,class\n"), tmp_path / "roster.sqlite")
 
 
-def test_daemon_sees_a_replaced_roster_without_restart(tmp_path):
+def test_daemon_sees_a_replaced_roster_without_restart_and_the_key_is_kept(tmp_path):
     db = tmp_path / "roster.sqlite"
-    load_csv(write(tmp_path, f"id_number\n{STUDENTS[0]}\n"), db)
+    load_csv(write(tmp_path, f"id_number\n{STUDENTS[0]}\n"), db, new_key=cheap_key())
     r = Roster(db)
-    new = make(Kind.ID_NUMBER, STUDENTS[1], Source.SIM)
-    assert r.lookup(new) is None
-    load_csv(write(tmp_path, f"id_number\n{STUDENTS[0]}\n{STUDENTS[1]}\n"), db)
-    assert r.lookup(new) is not None and r.count() == 2
+    key = r.key()
+    assert look(r, Kind.ID_NUMBER, STUDENTS[1]) is None
+    load_csv(write(tmp_path, f"id_number\n{STUDENTS[0]}\n{STUDENTS[1]}\n"), db, new_key=cheap_key())
+    assert look(r, Kind.ID_NUMBER, STUDENTS[1]) is not None and r.count() == 2
+    assert r.key() == key  # the journal's earlier protected forms still match
+
+
+def test_a_centre_protected_roster_installs_and_matches_kit_taps(tmp_path):
+    from appliance.roster import install_protected, load_file
+
+    key = cheap_key()
+    doc = {"format": "capturekit.roster/2", "version": "v7", "key": key.to_dict(),
+           "students": [{"kind": "id_number", "key": key.protect(Kind.ID_NUMBER, n), "school": "10001"}
+                        for n in STUDENTS[:5]]}
+    assert install_protected(doc, tmp_path / "roster.sqlite") == 5
+    r = Roster(tmp_path / "roster.sqlite")
+    assert look(r, Kind.ID_NUMBER, STUDENTS[4]).school == "10001" and look(r, Kind.ID_NUMBER, STUDENTS[5]) is None
+    path = tmp_path / "roster.json"
+    path.write_text(json.dumps({**doc, "students": [{"kind": "id_number", "key": STUDENTS[0]}]}))
+    with pytest.raises(RosterError, match="no protected key"):  # a clear number is refused, never stored
+        load_file(path, tmp_path / "roster.sqlite")
+    assert r.count() == 5
 
 
 def test_hundred_thousand_rows_load_and_are_indexed(tmp_path):
     rows = [idnumber.make(f"{110000 + i // 1000:06d}20040101{i % 1000:03d}")
             for i in range(100_000)]
     csv = write(tmp_path, "id_number,class\n" + "".join(f"{n},c{i % 40}\n" for i, n in enumerate(rows)))
-    report = load_csv(csv, tmp_path / "roster.sqlite")
+    report = load_csv(csv, tmp_path / "roster.sqlite", new_key=cheap_key())
     assert report.rows == len(rows) == 100_000
     plan = sqlite3.connect(tmp_path / "roster.sqlite").execute(
-        "EXPLAIN QUERY PLAN SELECT * FROM students WHERE id_number = ?", [rows[0]]).fetchall()
-    assert "USING INDEX" in plan[0][3]  # look-ups use the unique index, not a scan
-    assert Roster(tmp_path / "roster.sqlite").lookup(make(Kind.ID_NUMBER, rows[-1], Source.SIM)) is not None
+        "EXPLAIN QUERY PLAN SELECT * FROM students WHERE kind = ? AND key = ?", ["id_number", "x"]).fetchall()
+    assert "PRIMARY KEY" in plan[0][3]  # look-ups use the key index, not a scan
+    assert look(Roster(tmp_path / "roster.sqlite"), Kind.ID_NUMBER, rows[-1]) is not None
 
 
 # ---- a file that would silently lose students is refused, and the old roster is kept
 @pytest.fixture
 def loaded(tmp_path):
     db = tmp_path / "roster.sqlite"
-    load_csv(write(tmp_path, "id_number\n" + "".join(f"{n}\n" for n in STUDENTS)), db)
+    load_csv(write(tmp_path, "id_number\n" + "".join(f"{n}\n" for n in STUDENTS)), db, new_key=cheap_key())
     return db
 
 
@@ -137,8 +165,9 @@ def test_a_2_gb_single_line_file_is_refused_with_its_line_in_bounded_memory(tmp_
     data = tmp_path / "data"
     data.mkdir()
     (tmp_path / "kit.toml").write_text(f'data_dir = "{data}"\n')
-    code = ("import resource, sys; from appliance.cli import main; rc = main(sys.argv[1:]);"
-            " print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
+    # VmHWM: the peak of this program since exec (ru_maxrss would include the forked test runner's memory)
+    code = ("import re, sys; from appliance.cli import main; rc = main(sys.argv[1:]);"
+            " print('MAXRSS', re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]); sys.exit(rc)")
     out = subprocess.run([sys.executable, "-c", code, "--config", str(tmp_path / "kit.toml"), "roster", "load",
                           str(big)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "line 3 is longer than" in out.stderr and "Traceback" not in out.stderr

@@ -91,6 +91,7 @@ class SimCamera:
         self._lock = threading.Lock()
         self.started = False
         self.captures = 0
+        self.on_capture: Callable[[int, int, bytes], None] | None = None  # the simulator's own record
 
     def start(self) -> None:
         self.started = True
@@ -137,7 +138,10 @@ class SimCamera:
         else:
             preview = self._preview
         self.captures += 1
-        return Photo(buf.getvalue(), self.width, self.height, preview, {"sim": True})
+        jpeg = buf.getvalue()
+        if self.on_capture:
+            self.on_capture(shot, frame, jpeg)
+        return Photo(jpeg, self.width, self.height, preview, {"sim": True})
 
     def probe(self) -> dict[str, Any]:
         if not self.started:

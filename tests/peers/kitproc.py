@@ -13,9 +13,16 @@ CLI = [sys.executable, "-m", "appliance.cli"]
 
 
 def write_config(path: Path, data: Path, kit_id: str = "kit-proc", extra: str = "") -> Path:
-    """A kit config with simulated devices, small frames and no face models (fast to start)."""
+    """A kit config with simulated devices, small frames, no face models (fast to start), cheap roster
+    hashing, and a centre sealing key made beside it (``<config dir>/centre-keys``, outside the kit)."""
+    from centre.sealing import keygen
+
+    keys = path.parent / "centre-keys"
+    public = next(keys.glob("*.pub"), None) or keygen(keys)[2]
     path.write_text(f'kit_id = "{kit_id}"\ndata_dir = "{data}"\n'
-                    "[camera]\nwidth = 640\nheight = 480\n[qc]\nenabled = false\n" + extra, encoding="utf-8")
+                    "[camera]\nwidth = 640\nheight = 480\n[qc]\nenabled = false\n"
+                    "[privacy]\nargon2_opslimit = 1\nargon2_memlimit_kib = 8\n"
+                    f'[sealing]\npublic_keys = ["{public.read_text().strip()}"]\n' + extra, encoding="utf-8")
     return path
 
 
