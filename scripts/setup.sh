@@ -25,13 +25,14 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# On a Pi, picamera2 comes from apt (python3-picamera2) and the venv must see it.
+# On a Pi, picamera2 comes from apt (python3-picamera2) and the venv must see it (and its numpy);
+# CAPTUREKIT_SYSTEM_PACKAGES=1 asks for the same where apt's python3-numpy stands in for it.
 venv_opts=()
-if dpkg-query -W -f='${Status}' python3-picamera2 2>/dev/null | grep -q "install ok installed"; then
+if [[ "${CAPTUREKIT_SYSTEM_PACKAGES:-0}" == "1" ]] \
+   || dpkg-query -W -f='${Status}' python3-picamera2 2>/dev/null | grep -q "install ok installed"; then
   venv_opts+=(--system-site-packages)
 fi
 [[ -x .venv/bin/python ]] || python3 -m venv "${venv_opts[@]}" .venv
+# numpy / opencv-python-headless pins follow the Python version (pyproject.toml): 3.11 (Bookworm) gets
+# numpy 1.x + opencv <= 4.11.0.86, 3.13 (trixie) numpy 2.x + opencv 4.12+. QC's face models are in the repo.
 .venv/bin/pip install -q --disable-pip-version-check -e "${extra[@]}"
-# The face models for QC ship inside mediapipe 0.10.18's wheel; its declared dependencies (jax,
-# opencv-contrib, numpy 2-era pins) are not needed and would break numpy<2: install it alone.
-.venv/bin/pip install -q --disable-pip-version-check --no-deps "mediapipe==0.10.18"

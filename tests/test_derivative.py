@@ -88,14 +88,34 @@ def test_quality_floor_is_respected() -> None:
 
 def test_file_size_range_is_configurable() -> None:
     jpeg, report = shot("good", 0)
-    small = PhotoSpec(file_size_bytes=(20_000, 25_000))
-    assert 20_000 <= len(make_derivative(jpeg, report, small)) <= 25_000
+    small = PhotoSpec(file_size_bytes=(27_000, 31_000))
+    assert 27_000 <= len(make_derivative(jpeg, report, small)) <= 31_000
     with pytest.raises(DerivativeError) as e:
         make_derivative(jpeg, report, PhotoSpec(file_size_bytes=(1000, 2000)))
     assert e.value.reason == "file_too_large"
     with pytest.raises(DerivativeError) as e:
         make_derivative(jpeg, report, PhotoSpec(file_size_bytes=(900_000, 1_000_000)))
     assert e.value.reason == "file_too_small"
+
+
+def test_truncated_original_is_a_derivative_error_not_oserror() -> None:
+    jpeg, report = shot("good", 0)
+    for data in (jpeg[: len(jpeg) // 2], b"not a jpeg", jpeg[:100]):
+        with pytest.raises(DerivativeError) as e:
+            make_derivative(data, report, SPEC)
+        assert e.value.reason == "undecodable"
+
+
+def test_derivative_reuses_qc_decode_and_cuts_at_the_cheapest_scale() -> None:
+    """QC keeps its 1/2-scale decode; the derivative made from it equals one made from a fresh decode."""
+    jpeg, report = shot("good", 1)
+    assert report.source is not None and report.source.denom == 2
+    import dataclasses
+
+    fresh = dataclasses.replace(report, source=None)
+    a = np.asarray(Image.open(io.BytesIO(make_derivative(jpeg, report, SPEC))).convert("L"), np.float32)
+    b = np.asarray(Image.open(io.BytesIO(make_derivative(jpeg, fresh, SPEC))).convert("L"), np.float32)
+    assert np.abs(a - b).mean() < 1.0
 
 
 def test_no_face_is_a_typed_error() -> None:

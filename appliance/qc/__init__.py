@@ -7,8 +7,9 @@
 See docs/qc.md for the checks and docs/photo-spec.md for the figures.
 """
 
-from .assess import CHECK_NAMES, ImageDecodeError, assess, assess_array, lores_to_rgb
+from .assess import CHECK_NAMES, assess, assess_array, lores_to_rgb
 from .config import PhotoSpec, QcConfig
+from .decode import ImageDecodeError
 from .derivative import CropPlan, DerivativeError, make_derivative, plan_crop
 from .report import CheckResult, FaceGeometry, QcReport
 

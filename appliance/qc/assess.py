@@ -2,40 +2,26 @@
 
 from __future__ import annotations
 
-import io
 import math
 import time
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from . import checks as ck
 from .config import PhotoSpec, QcConfig
+from .decode import Decoded, ImageDecodeError, check_rgb, decode, denom_for, jpeg_size
 from .derivative import DerivativeError, plan_crop
 from .detector import Detector, default_detector
 from .report import CheckResult, FaceGeometry, QcReport, verdict_of
 
+__all__ = ["CHECK_NAMES", "ImageDecodeError", "assess", "assess_array", "lores_to_rgb"]
+
 CHECK_NAMES = (
     "face_count", "face_size", "face_centre", "eye_height", "roll", "yaw", "exposure", "highlights",
-    "illumination", "sharpness", "eyes_visible", "eyes_open", "background_colour",
+    "illumination", "sharpness", "eyes_visible", "eyes_open", "mouth_closed", "background_colour",
     "background_uniformity", "clothing",
 )
-
-
-class ImageDecodeError(ValueError):
-    """The shot's bytes are not a decodable image."""
-
-
-def _decode(jpeg: bytes, min_width: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """RGB array at the smallest JPEG DCT scale at least ``min_width`` wide, and the full size."""
-    try:
-        im = Image.open(io.BytesIO(jpeg))
-        full = im.size
-        im.draft("RGB", (min_width, math.ceil(min_width * full[1] / full[0])))
-        return np.asarray(im.convert("RGB")), full
-    except (OSError, SyntaxError, ValueError) as e:  # Pillow's errors for truncated or foreign data
-        raise ImageDecodeError(str(e)) from e
 
 
 def lores_to_rgb(frame: np.ndarray, fmt: str) -> np.ndarray:
@@ -54,11 +40,24 @@ def lores_to_rgb(frame: np.ndarray, fmt: str) -> np.ndarray:
 
 def assess(jpeg: bytes, cfg: QcConfig | None = None, spec: PhotoSpec | None = None,
            detector: Detector | None = None) -> QcReport:
-    """QC of one JPEG shot. With ``spec``, also checks that a compliant derivative can be cut."""
+    """QC of one JPEG shot. With ``spec``, also checks that a compliant derivative can be cut.
+
+    The JPEG is decoded once, at the smallest DCT scale at least ``analysis_min_width`` wide (1/4 for a
+    12 MP frame). With ``spec`` it is decoded one scale finer and halved, and the decode is kept in the
+    report so that ``make_derivative`` can cut the 480x640 crop from it without decoding again.
+    """
     t0 = time.perf_counter()
     cfg = cfg or QcConfig()
-    rgb, full = _decode(jpeg, cfg.analysis_min_width)
-    return _run(rgb, full, jpeg, cfg, spec, detector, t0)
+    full = jpeg_size(jpeg)
+    denom = denom_for(full[0], cfg.analysis_min_width)
+    if spec is not None and denom > 1:
+        src = decode(jpeg, denom // 2, full)
+        h, w = src.rgb.shape[:2]
+        rgb = cv2.resize(src.rgb, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    else:
+        src = decode(jpeg, denom, full)
+        rgb = src.rgb
+    return _run(rgb, full, jpeg, src, cfg, spec, detector, t0)
 
 
 def assess_array(rgb_small: np.ndarray, full_jpeg: bytes | None = None, cfg: QcConfig | None = None,
@@ -68,31 +67,33 @@ def assess_array(rgb_small: np.ndarray, full_jpeg: bytes | None = None, cfg: QcC
 
     ``full_jpeg``, if given, supplies the full frame size and, only when the face is too small in the
     small frame, a reduced-scale decode for the sharpness check. ``full_size`` gives the full frame size
-    when no JPEG is passed (for the derivative-feasibility check).
+    when no JPEG is passed (for the derivative-feasibility check). A frame that is not H x W x 3 uint8, or
+    a JPEG that is not complete, raises ImageDecodeError.
     """
     t0 = time.perf_counter()
     cfg = cfg or QcConfig()
-    rgb = np.ascontiguousarray(rgb_small[..., :3], dtype=np.uint8)
+    rgb = check_rgb(rgb_small)
     if full_jpeg is not None:
-        try:
-            full_size = Image.open(io.BytesIO(full_jpeg)).size
-        except OSError as e:
-            raise ImageDecodeError(str(e)) from e
-    return _run(rgb, full_size or (rgb.shape[1], rgb.shape[0]), full_jpeg, cfg, spec, detector, t0)
+        full_size = jpeg_size(full_jpeg)
+    return _run(rgb, full_size or (rgb.shape[1], rgb.shape[0]), full_jpeg, None, cfg, spec, detector, t0)
 
 
-def _sharp_source(rgb: np.ndarray, fw: float, jpeg: bytes | None, full: tuple[int, int],
+def _sharp_source(rgb: np.ndarray, fw: float, jpeg: bytes | None, src: Decoded | None, full: tuple[int, int],
                   cfg: QcConfig) -> tuple[np.ndarray, float] | None:
     """A larger decode of the frame when the face is smaller than the sharpness scale here."""
-    if jpeg is None or fw >= cfg.sharpness_face_px or full[0] <= rgb.shape[1]:
+    if fw >= cfg.sharpness_face_px or full[0] <= rgb.shape[1]:
         return None
-    width = min(full[0], math.ceil(rgb.shape[1] * cfg.sharpness_face_px / fw))
-    big, _ = _decode(jpeg, width)
+    want = rgb.shape[1] * cfg.sharpness_face_px / fw
+    if src is not None and src.rgb.shape[1] > rgb.shape[1] and src.rgb.shape[1] >= min(want, full[0]):
+        return src.rgb, src.rgb.shape[1] / rgb.shape[1]
+    if jpeg is None:
+        return None
+    big = decode(jpeg, denom_for(full[0], min(full[0], math.ceil(want))), full).rgb
     return big, big.shape[1] / rgb.shape[1]
 
 
-def _run(rgb: np.ndarray, full: tuple[int, int], jpeg: bytes | None, cfg: QcConfig, spec: PhotoSpec | None,
-         detector: Detector | None, t0: float) -> QcReport:
+def _run(rgb: np.ndarray, full: tuple[int, int], jpeg: bytes | None, src: Decoded | None, cfg: QcConfig,
+         spec: PhotoSpec | None, detector: Detector | None, t0: float) -> QcReport:
     det = detector or default_detector(cfg.detection_min_confidence)
     h, w = rgb.shape[:2]
     faces = det.faces(rgb)
@@ -104,13 +105,13 @@ def _run(rgb: np.ndarray, full: tuple[int, int], jpeg: bytes | None, cfg: QcConf
         if spec is not None:
             results.append(CheckResult("crop", "fail", None, "compliant derivative possible", "no_face"))
     else:
-        sc = ck.Scene(rgb, faces[0], lm, _sharp_source(rgb, lm.face_width, jpeg, full, cfg))
+        sc = ck.Scene(rgb, faces[0], lm, cfg, _sharp_source(rgb, lm.face_width, jpeg, src, full, cfg))
         visible = ck.eyes_visible(sc, cfg)
         results += [
             ck.face_size(sc, cfg), ck.face_centre(sc, cfg), ck.eye_height(sc, cfg), ck.roll(sc, cfg),
             ck.yaw(sc, cfg), ck.exposure(sc, cfg), ck.highlights(sc, cfg), ck.illumination(sc, cfg),
-            ck.sharpness(sc, cfg), visible, ck.eyes_open(sc, cfg, visible), ck.background_colour(sc, cfg),
-            ck.background_uniformity(sc, cfg), ck.clothing(sc, cfg),
+            ck.sharpness(sc, cfg), visible, ck.eyes_open(sc, cfg, visible), ck.mouth_closed(sc, cfg),
+            ck.background_colour(sc, cfg), ck.background_uniformity(sc, cfg), ck.clothing(sc, cfg),
         ]
         top = ck.head_top(sc)
         x0, y0, x1, y1 = faces[0].box
@@ -125,7 +126,7 @@ def _run(rgb: np.ndarray, full: tuple[int, int], jpeg: bytes | None, cfg: QcConf
         if spec is not None:
             results.append(_crop_check(geometry, full, spec))
     elapsed = (time.perf_counter() - t0) * 1000
-    return QcReport(verdict_of(results), results, geometry, full, (w, h), elapsed)
+    return QcReport(verdict_of(results), results, geometry, full, (w, h), elapsed, src)
 
 
 def _crop_check(face: FaceGeometry, full: tuple[int, int], spec: PhotoSpec) -> CheckResult:

@@ -6,7 +6,7 @@ and the config, measures one value and judges it. Regions are placed relative to
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import cv2
@@ -71,6 +71,7 @@ class Scene:
     rgb: np.ndarray
     face: FaceBox
     lm: FaceLandmarks
+    cfg: QcConfig = field(default_factory=QcConfig)
     sharp_source: tuple[np.ndarray, float] | None = None  # (image, scale relative to rgb)
 
     @property
@@ -92,6 +93,11 @@ class Scene:
     @cached_property
     def luma(self) -> np.ndarray:
         return self.rgb.astype(np.float32) @ _LUMA
+
+    @cached_property
+    def expected_lab(self) -> np.ndarray:
+        """The configured backdrop colour in Lab."""
+        return to_lab(np.array(self.cfg.background_rgb, np.uint8).reshape(1, 1, 3)).reshape(3)
 
     def box(self, x0: float, y0: float, x1: float, y1: float) -> tuple[slice, slice] | None:
         """Slices of a box in pixels, clipped to the frame; None if almost nothing is left."""
@@ -115,26 +121,44 @@ class Scene:
         cv2.fillPoly(mask, [shifted], 1, lineType=cv2.LINE_8, shift=2)
         return s, mask.astype(bool)
 
-    # Regions around the head (left, right, above) used for the background checks.
     @cached_property
-    def background_pixels(self) -> tuple[np.ndarray, np.ndarray]:
-        """(Lab pixels of the side regions, Lab pixels of all regions incl. above the head)."""
-        ey, fw, cx = self.lm.eye_mid[1], self.fw, self.cx
-        sides = [self.box(cx - 1.45 * fw, ey - 0.9 * fw, cx - 0.85 * fw, ey + 0.2 * fw),
-                 self.box(cx + 0.85 * fw, ey - 0.9 * fw, cx + 1.45 * fw, ey + 0.2 * fw)]
-        top = self.box(cx - 0.4 * fw, ey - 1.75 * fw, cx + 0.4 * fw, ey - 1.3 * fw)
-        side_px = [to_lab(self.rgb[s]).reshape(-1, 3) for s in sides if s]
-        top_px = [to_lab(self.rgb[top]).reshape(-1, 3)] if top else []
-        empty = np.empty((0, 3), np.float32)
-        side = np.concatenate(side_px) if side_px else empty
-        both = np.concatenate(side_px + top_px) if side_px or top_px else empty
-        return side, both
+    def person_mask(self) -> np.ndarray:
+        """Where the sitter may be, generously (True = maybe person), on a grid of every ``_BG_STEP``-th pixel:
+        the head and hair as an ellipse around the face, the neck, and shoulders widening down to the
+        bottom edge. Everything else in the frame is backdrop."""
+        st = _BG_STEP
+        gh, gw = (self.h + st - 1) // st, (self.w + st - 1) // st
+        mask = np.zeros((gh, gw), np.uint8)
+        fw, cx = self.fw / st, self.cx / st
+        top, chin = self.lm.forehead[1] / st, self.lm.chin[1] / st
+        head_cy = (top + chin) / 2 - 0.15 * fw
+        axes = (round(0.95 * fw), round((chin - top) / 2 + 0.75 * fw))
+        cv2.ellipse(mask, (round(cx), round(head_cy)), axes, math.degrees(roll_rad(self.lm)), 0, 360, 1, -1)
+        body = np.array([[cx - 0.55 * fw, chin - 0.2 * fw], [cx + 0.55 * fw, chin - 0.2 * fw],
+                         [cx + 1.9 * fw, chin + 0.8 * fw], [cx + 2.3 * fw, gh + fw],
+                         [cx - 2.3 * fw, gh + fw], [cx - 1.9 * fw, chin + 0.8 * fw]])
+        cv2.fillPoly(mask, [np.round(body).astype(np.int32)], 1)
+        return mask.astype(bool)
+
+    @cached_property
+    def backdrop_lab(self) -> np.ndarray:
+        """Lab pixels of the whole backdrop area (the frame minus where the sitter may be), subsampled."""
+        grid = self.rgb[::_BG_STEP, ::_BG_STEP]
+        return to_lab(grid[~self.person_mask]).reshape(-1, 3)
 
     @cached_property
     def background_lab(self) -> np.ndarray | None:
-        side, both = self.background_pixels
-        px = side if len(side) >= 50 else both
+        """Median backdrop colour as measured (None when too little of the backdrop is visible)."""
+        px = self.backdrop_lab
         return np.median(px, axis=0) if len(px) >= 50 else None
+
+
+_BG_STEP = 4  # backdrop statistics on every 4th pixel of the analysed frame
+
+
+def roll_rad(lm: FaceLandmarks) -> float:
+    (rx, ry), (lx, ly) = lm.right_eye, lm.left_eye
+    return math.atan2(ly - ry, lx - rx)
 
 
 # --- checks ----------------------------------------------------------------------------------------
@@ -169,8 +193,7 @@ def face_size(sc: Scene, cfg: QcConfig) -> CheckResult:
 
 
 def roll_deg(lm: FaceLandmarks) -> float:
-    (rx, ry), (lx, ly) = lm.right_eye, lm.left_eye
-    return math.degrees(math.atan2(ly - ry, lx - rx))
+    return math.degrees(roll_rad(lm))
 
 
 def yaw_deg(lm: FaceLandmarks) -> float:
@@ -187,19 +210,31 @@ def yaw(sc: Scene, cfg: QcConfig) -> CheckResult:
     return above("yaw", abs(yaw_deg(sc.lm)), cfg.yaw_warn_deg, cfg.yaw_fail_deg, "head_turned", " deg")
 
 
-def _cheeks(sc: Scene) -> tuple[float, float] | None:
-    half = 0.07 * sc.fw
-    r, lft = sc.patch(sc.lm.right_cheek_patch, half), sc.patch(sc.lm.left_cheek_patch, half)
-    if r.size < 4 or lft.size < 4:
+def _face_luma(sc: Scene) -> np.ndarray | None:
+    """Luma of the skin inside the face outline, eyes and mouth excluded (they are dark in everyone)."""
+    pm = sc.polygon_mask(sc.lm.face_outline)
+    if pm is None:
         return None
-    return float(np.median(r)), float(np.median(lft))
+    s, mask = pm
+    for poly in (sc.lm.right_eye_contour, sc.lm.left_eye_contour):
+        arr = np.array(poly, np.float32) - [s[1].start, s[0].start]
+        c = arr.mean(0)
+        grown = np.round((c + (arr - c) * 1.6) * 4).astype(np.int32)  # the eye and its lashes
+        m8 = mask.astype(np.uint8)
+        cv2.fillPoly(m8, [grown], 0, shift=2)
+        mask = m8.astype(bool)
+    px = sc.luma[s][mask]
+    return px if px.size >= 50 else None
 
 
 def exposure(sc: Scene, cfg: QcConfig) -> CheckResult:
-    cheeks = _cheeks(sc)
-    if cheeks is None:
+    """90th percentile of face-skin luma: the lit side of the face, which reaches a similar level for light
+    and dark skin under the same light, and drops with the light (a dark face fails, a dark-skinned one
+    correctly lit does not)."""
+    px = _face_luma(sc)
+    if px is None:
         return not_measured("exposure")
-    return within("exposure", (cheeks[0] + cheeks[1]) / 2, cfg.face_luma_pass, cfg.face_luma_fail,
+    return within("exposure", float(np.percentile(px, 90)), cfg.face_luma_pass, cfg.face_luma_fail,
                   "face_underexposed", "face_overexposed")
 
 
@@ -212,13 +247,22 @@ def highlights(sc: Scene, cfg: QcConfig) -> CheckResult:
     return above("highlights", float(clipped.mean()), cfg.clipped_warn, cfg.clipped_fail, "clipped_highlights")
 
 
+def illumination_value(sc: Scene) -> float | None:
+    """|L - R| / mean of the median luma of two cheek patches (0.2 face widths square, on the mesh's cheek
+    points, well inside the face so a slightly turned or tilted face keeps both on skin)."""
+    half = 0.1 * sc.fw
+    r, lft = sc.patch(sc.lm.right_cheek_patch, half), sc.patch(sc.lm.left_cheek_patch, half)
+    if r.size < 4 or lft.size < 4:
+        return None
+    a, b = float(np.median(r)), float(np.median(lft))
+    return abs(a - b) / max((a + b) / 2, 1.0)
+
+
 def illumination(sc: Scene, cfg: QcConfig) -> CheckResult:
-    cheeks = _cheeks(sc)
-    if cheeks is None:
+    v = illumination_value(sc)
+    if v is None:
         return not_measured("illumination")
-    r, lft = cheeks
-    ratio = abs(r - lft) / max((r + lft) / 2, 1.0)
-    return above("illumination", ratio, cfg.illumination_warn, cfg.illumination_fail, "uneven_face_light")
+    return above("illumination", v, cfg.illumination_warn, cfg.illumination_fail, "uneven_face_light")
 
 
 def sharpness_value(gray: np.ndarray) -> float:
@@ -260,10 +304,10 @@ def eye_openness(lm: FaceLandmarks) -> float:
 
 
 def eye_visibility(sc: Scene) -> float | None:
-    cheeks = _cheeks(sc)
-    if cheeks is None:
+    face = _face_luma(sc)
+    if face is None:
         return None
-    skin = max((cheeks[0] + cheeks[1]) / 2, 1.0)
+    skin = max(float(np.median(face)), 1.0)
     scores = []
     for contour in (sc.lm.right_eye_contour, sc.lm.left_eye_contour):
         pm = sc.polygon_mask(contour)
@@ -291,37 +335,61 @@ def eyes_open(sc: Scene, cfg: QcConfig, visible: CheckResult) -> CheckResult:
     return below("eyes_open", eye_openness(sc.lm), cfg.eye_open_warn, cfg.eye_open_fail, "eyes_closed")
 
 
+def mouth_openness(lm: FaceLandmarks) -> float:
+    """Gap between the inner lips over the mouth width (mouth aspect ratio): ~0 closed, > 0.1 apart."""
+    (rx, ry), (lx, ly), (ux, uy), (dx, dy) = lm.mouth
+    return math.hypot(ux - dx, uy - dy) / max(math.hypot(lx - rx, ly - ry), 1e-3)
+
+
+def mouth_closed(sc: Scene, cfg: QcConfig) -> CheckResult:
+    return above("mouth_closed", mouth_openness(sc.lm), cfg.mouth_open_warn, cfg.mouth_open_fail, "mouth_open")
+
+
 def background_colour(sc: Scene, cfg: QcConfig) -> CheckResult:
-    _, both = sc.background_pixels
-    if len(both) < 50:
+    if sc.background_lab is None:
         return not_measured("background_colour")
-    expected = to_lab(np.array(cfg.background_rgb, np.uint8).reshape(1, 1, 3)).reshape(3)
-    de = float(delta_e(np.median(both, axis=0), expected))
+    de = float(delta_e(sc.background_lab, sc.expected_lab))
     return above("background_colour", de, cfg.background_delta_e_warn, cfg.background_delta_e_fail,
                  "background_wrong_colour", " dE")
 
 
 def background_uniformity(sc: Scene, cfg: QcConfig) -> CheckResult:
-    _, both = sc.background_pixels
-    if len(both) < 50:
+    """Share of the whole backdrop area (the frame minus the sitter's silhouette) that differs from the
+    backdrop's median colour by more than ``background_outlier_delta_e``: objects, other people, shadows,
+    strong gradients."""
+    px = sc.backdrop_lab
+    if len(px) < 50:
         return not_measured("background_uniformity")
-    spread = float(np.percentile(delta_e(both, np.median(both, axis=0)), 95))
-    return above("background_uniformity", spread, cfg.background_spread_warn, cfg.background_spread_fail,
-                 "background_not_uniform", " dE")
+    off = float((delta_e(px, np.median(px, axis=0)) > cfg.background_outlier_delta_e).mean())
+    return above("background_uniformity", off, cfg.background_spread_warn, cfg.background_spread_fail,
+                 "background_not_uniform")
+
+
+def clothing_region(sc: Scene) -> tuple[tuple[slice, slice], np.ndarray] | None:
+    """The upper body below the neck: a band from 0.45 to 1.5 face widths under the chin, 1.0 face width
+    either side of the face centre, without the neck."""
+    fw, cx, chin = sc.fw, sc.cx, sc.lm.chin[1]
+    s = sc.box(cx - 1.0 * fw, chin + 0.45 * fw, cx + 1.0 * fw, chin + 1.5 * fw)
+    if s is None:
+        return None
+    ys = np.arange(s[0].start, s[0].stop)[:, None]
+    xs = np.arange(s[1].start, s[1].stop)[None, :]
+    neck = (np.abs(xs - cx) < 0.4 * fw) & (ys < chin + 0.7 * fw)
+    return s, ~neck
 
 
 def clothing(sc: Scene, cfg: QcConfig) -> CheckResult:
-    fw, cx, chin = sc.fw, sc.cx, sc.lm.chin[1]
-    regions = [sc.box(cx - 0.9 * fw, chin + 0.35 * fw, cx - 0.35 * fw, chin + 0.8 * fw),
-               sc.box(cx + 0.35 * fw, chin + 0.35 * fw, cx + 0.9 * fw, chin + 0.8 * fw)]
-    px = [to_lab(sc.rgb[s]).reshape(-1, 3) for s in regions if s]
-    if not px or sum(len(p) for p in px) < 50:
+    """Share of the upper body whose colour is within ``clothing_like_delta_e`` of the configured backdrop
+    colour: a top (or a collar, or a shirt under a jacket) that would merge into the backdrop."""
+    region = clothing_region(sc)
+    if region is None:
         return not_measured("clothing", "clothing_not_visible")
-    bg = sc.background_lab
-    if bg is None:
-        bg = to_lab(np.array(cfg.background_rgb, np.uint8).reshape(1, 1, 3)).reshape(3)
-    de = float(delta_e(np.median(np.concatenate(px), axis=0), bg))
-    return below("clothing", de, cfg.clothing_delta_e_warn, cfg.clothing_delta_e_fail, "clothing_like_background")
+    s, keep = region
+    lab = to_lab(sc.rgb[s][::2, ::2])[keep[::2, ::2]]
+    if len(lab) < 50:
+        return not_measured("clothing", "clothing_not_visible")
+    like = float((delta_e(lab, sc.expected_lab) < cfg.clothing_like_delta_e).mean())
+    return above("clothing", like, cfg.clothing_like_warn, cfg.clothing_like_fail, "clothing_like_background")
 
 
 def head_top(sc: Scene, min_delta_e: float = 15.0, min_fraction: float = 0.25) -> float | None:

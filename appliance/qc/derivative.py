@@ -8,20 +8,22 @@ PhotoSpec ranges; then the JPEG quality is searched so the file size lands in th
 from __future__ import annotations
 
 import io
-import math
 from collections import Counter
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
 from PIL import Image
 
 from .config import PhotoSpec
+from .decode import SCALES, Decoded, ImageDecodeError, decode, jpeg_size
 from .report import FaceGeometry, QcReport
 
 
 class DerivativeError(ValueError):
     """No compliant derivative can be made from this frame. ``reason`` is a stable short code:
     no_face, head_top_not_found, head_proportions, too_near_top, too_near_bottom, too_near_left,
-    too_near_right, face_too_small, file_too_large, file_too_small."""
+    too_near_right, face_too_small, file_too_large, file_too_small, undecodable, frame_mismatch."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
@@ -126,17 +128,48 @@ def _encode(img: Image.Image, spec: PhotoSpec) -> bytes:
 
 
 def make_derivative(jpeg: bytes, report: QcReport, spec: PhotoSpec) -> bytes:
-    """The diploma-spec JPEG cut from the full-resolution ``jpeg`` using the face found by QC."""
+    """The diploma-spec JPEG cut from the full-resolution ``jpeg`` using the face found by QC.
+
+    The crop is cut from the cheapest JPEG decode scale that still has ``min_source_scale`` source pixels per
+    output pixel (reusing the decode QC made when it is fine enough), so the time does not grow when the
+    face, and so the crop, is small. Never raises anything but DerivativeError.
+    """
     if report.face is None:
         raise DerivativeError("no_face", "QC found no face")
-    im = Image.open(io.BytesIO(jpeg))
-    full = im.size
+    try:
+        full = jpeg_size(jpeg)
+    except ImageDecodeError as e:
+        raise DerivativeError("undecodable", str(e)) from e
+    if report.frame_size != full:
+        raise DerivativeError("frame_mismatch", f"QC judged a {report.frame_size} frame, the JPEG is {full}")
     plan = plan_crop(report.face, full, spec)
-    # Decode at a reduced DCT scale when the crop still has >= 1.5 source px per output px there.
-    crop_w = plan.box[2] - plan.box[0]
-    want = min(1.0, 1.5 * spec.width_px / crop_w)
-    im.draft("RGB", (math.ceil(full[0] * want), math.ceil(full[1] * want)))
-    k = im.size[0] / full[0]
-    box = tuple(v * k for v in plan.box)
-    out = im.convert("RGB").resize((spec.width_px, spec.height_px), Image.Resampling.LANCZOS, box=box)
-    return _encode(out, spec)
+    x0, _, x1, _ = plan.box
+    need = spec.width_px * spec.min_source_scale  # source px across the crop at the decode scale
+    denom = next((d for d in SCALES if (x1 - x0) / d >= need - 1e-6), 1)
+    src = report.source if isinstance(report.source, Decoded) and report.source.full == full else None
+    if src is None or src.denom > denom:
+        try:
+            src = decode(jpeg, denom, full)
+        except ImageDecodeError as e:
+            raise DerivativeError("undecodable", str(e)) from e
+    out = _cut(src, plan.box, spec)
+    return _encode(Image.fromarray(out), spec)
+
+
+def _cut(src: Decoded, box: tuple[float, float, float, float], spec: PhotoSpec) -> np.ndarray:
+    """Scale-and-translate the full-frame ``box`` of ``src`` to the output size (area filter)."""
+    h, w = src.rgb.shape[:2]
+    kx, ky = w / src.full[0], h / src.full[1]
+    x0, y0, x1, y1 = box[0] * kx, box[1] * ky, box[2] * kx, box[3] * ky
+    ix0, iy0 = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
+    ix1, iy1 = min(w, int(np.ceil(x1))), min(h, int(np.ceil(y1)))
+    crop = src.rgb[iy0:iy1, ix0:ix1]
+    if crop.shape[1] < 2 or crop.shape[0] < 2:
+        raise DerivativeError("face_too_small", "crop is empty at the decode scale")
+    # area-resample the integer box, then shift by the sub-pixel remainder (< 1 source px) with the scale
+    sx, sy = spec.width_px / (x1 - x0), spec.height_px / (y1 - y0)
+    size = (max(1, round(crop.shape[1] * sx)), max(1, round(crop.shape[0] * sy)))
+    small = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+    m = np.array([[1, 0, -(x0 - ix0) * sx], [0, 1, -(y0 - iy0) * sy]], np.float64)
+    return cv2.warpAffine(small, m, (spec.width_px, spec.height_px), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)

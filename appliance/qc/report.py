@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
 Result = Literal["pass", "warn", "fail"]
@@ -54,6 +54,8 @@ class QcReport:
     frame_size: tuple[int, int]  # (w, h) of the full frame the geometry refers to
     analysed_size: tuple[int, int]  # (w, h) of the image the checks ran on
     elapsed_ms: float
+    # the decode QC made (appliance.qc.decode.Decoded), reused by make_derivative; never serialised
+    source: object = field(default=None, repr=False, compare=False)
 
     def check(self, name: str) -> CheckResult:
         return next(c for c in self.checks if c.name == name)
@@ -64,7 +66,13 @@ class QcReport:
 
     def to_dict(self) -> dict:
         """Plain dict for JSON: floats rounded, NaN/inf replaced by None."""
-        return _clean(asdict(self))
+        return _clean({f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name != "source"})
+
+
+def _plain(v: object) -> object:
+    if isinstance(v, list):
+        return [asdict(x) for x in v]
+    return asdict(v) if hasattr(v, "__dataclass_fields__") else v
 
 
 def verdict_of(checks: list[CheckResult]) -> Result:

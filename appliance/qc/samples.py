@@ -39,18 +39,33 @@ class _Face:
 
 
 @cache
-def _meta() -> list[dict]:
+def _all_meta() -> list[dict]:
     return json.loads((SAMPLES_DIR / "faces.json").read_text())
 
 
+@cache
+def _meta() -> list[dict]:
+    """The faces the simulated camera cycles through (a face whose own photo breaks a rule is left out)."""
+    return [m for m in _all_meta() if m.get("simulator", True)]
+
+
 def face_count() -> int:
-    """How many distinct bundled faces there are (``index`` cycles through them)."""
+    """How many distinct bundled faces the simulated camera uses (``index`` cycles through them)."""
     return len(_meta())
 
 
-@cache
+def face_by_name(name: str) -> _Face:
+    """A bundled face by its name in faces.json (``astronaut``, ``grace_hopper``), simulator or not."""
+    return _load(next(i for i, m in enumerate(_all_meta()) if m["name"] == name))
+
+
 def _face(i: int) -> _Face:
-    m = _meta()[i]
+    return _load(_all_meta().index(_meta()[i]))
+
+
+@cache
+def _load(i: int) -> _Face:
+    m = _all_meta()[i]
     stem = m["file"].rsplit(".", 1)[0]
     rgb = np.asarray(Image.open(SAMPLES_DIR / m["file"]).convert("RGB"))
     alpha = np.asarray(Image.open(SAMPLES_DIR / f"{stem}_alpha.png"), dtype=np.float32) / 255

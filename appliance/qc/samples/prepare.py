@@ -25,10 +25,14 @@ SOURCES = [
 
 
 def _matte(rgb: np.ndarray) -> np.ndarray:
-    from mediapipe.python.solutions import selfie_segmentation
-
-    with selfie_segmentation.SelfieSegmentation(model_selection=0) as seg:
-        m = seg.process(rgb).segmentation_mask
+    """Selfie segmentation (256x256 input, [0, 1]) on the image padded to a square, back at full size."""
+    net = cv2.dnn.readNetFromTFLite(str(HERE.parent / "models" / "selfie_segmentation.tflite"))
+    h, w = rgb.shape[:2]
+    side = max(h, w)
+    pad = np.zeros((side, side, 3), np.uint8)
+    pad[:h, :w] = rgb
+    net.setInput(cv2.dnn.blobFromImage(cv2.resize(pad, (256, 256), interpolation=cv2.INTER_AREA), 1 / 255))
+    m = cv2.resize(net.forward().reshape(256, 256), (side, side))[:h, :w]
     return np.clip((m - 0.25) / 0.5, 0, 1).astype(np.float32)
 
 
@@ -49,9 +53,9 @@ def _skin(rgb: np.ndarray) -> np.ndarray:
 
 def main(paths: list[str]) -> None:
     sys.path.insert(0, str(HERE.parents[2]))
-    from appliance.qc.detector import MediapipeDetector
+    from appliance.qc.detector import TfliteDetector
 
-    det = MediapipeDetector()
+    det = TfliteDetector()
     meta = []
     for i, ((name, desc), path) in enumerate(zip(SOURCES, paths, strict=True)):
         rgb = np.asarray(Image.open(path).convert("RGB"))
