@@ -50,6 +50,7 @@ def build_reader(rc: ReaderConfig, cfg: Config) -> Reader:
         if rc.type == "sam":
             from .readers.sam import SamReader
 
+            opts.setdefault("show_names", cfg.privacy.show_names)
             return SamReader(**opts)
         if rc.type == "qr_scanner":
             from .readers.qr import ScannerReader

@@ -1,19 +1,23 @@
-"""Trigger -> verdict time of one capture cycle at full resolution, next to a bare JPEG encode of the same frame.
+"""Trigger -> verdict time of one capture cycle at full resolution: sealed, unsealed, and a bare JPEG encode.
 
 The cycle is the real daemon on mock pins with the simulated camera: pedal press -> session -> light
-up -> capture (render + JPEG encode) -> QC hook -> bundle written and fsynced -> journal commit -> OK LED.
-The baseline, measured in the same run, is Pillow encoding the same 4056x3040 frame at the same
-quality: the ratio says how much the kit adds on top of the unavoidable encode. On a Pi the camera's
-JPEG comes from picamera2 (simplejpeg), so compare ratios, not absolute milliseconds.
+up -> capture (render + JPEG encode) -> QC hook -> bundle sealed, written and fsynced -> journal commit ->
+OK LED. Measured in the same run, alternating: the same cycle with the spool writing the same bytes
+unsealed (a benchmark-only subclass: what sealing costs), and Pillow encoding the same frame at the same
+quality (the unavoidable part). Then the per-tap cost of protecting an identity (Argon2id at the default
+roster-key cost), which runs off the loop on its own thread. On a Pi the camera's JPEG comes from
+picamera2 (simplejpeg), so compare ratios, not absolute milliseconds.
 
-    python benchmarks/capture_cycle.py [--runs 15] [--size 4056x3040]
+    python benchmarks/capture_cycle.py [--runs 15] [--size 4056x3040] [--qc]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import io
+import json
 import statistics
 import tempfile
 import time
@@ -26,9 +30,36 @@ from appliance.daemon import Daemon, Devices, no_qc
 from appliance.devices.camera import SimCamera
 from appliance.devices.gpio import SimPedal, pin_factory
 from appliance.identity import Kind, Source, make
+from appliance.protect import RosterKey
 from appliance.readers.sim import SimReader
 from appliance.roster import load_csv
 from appliance.session import Led
+from appliance.spool import Spool, Written
+from centre.sealing import keygen
+
+PI4_FACTOR = 5.0  # Argon2id on a Pi 4 (Cortex-A72, LPDDR4) vs this x86 core: an estimate, not a measurement
+
+
+class UnsealedSpool(Spool):
+    """The same publish path (write, fsync, rename, fsync) with the bytes left in clear: the baseline only."""
+
+    def _write(self, directory, kind, capture_id, ident, record, photo, derivative):  # type: ignore[override]
+        data = json.dumps(record, default=str).encode() + photo + (derivative or b"")
+        path = self._publish(directory, capture_id, data)
+        return Written(path, hashlib.sha256(data).hexdigest(), len(data), hashlib.sha256(photo).hexdigest())
+
+
+def cycle(daemon: Daemon, reader: SimReader, pedal: SimPedal, student: str) -> float:
+    reader.present(make(Kind.ID_NUMBER, student, Source.SIM))
+    daemon.settle()
+    time.sleep(0.01)
+    daemon.tick()  # close the previous retake window
+    t0 = time.perf_counter()
+    pedal.press()
+    daemon.settle()
+    elapsed = time.perf_counter() - t0
+    assert daemon.status.state is Led.OK, daemon.status.state
+    return elapsed
 
 
 def main() -> None:
@@ -40,13 +71,16 @@ def main() -> None:
     w, h = (int(x) for x in args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        cfg = Config(data_dir=str(data), kit_id="kit-bench")
+        keygen(data / "centre-keys")
+        cfg = Config(data_dir=str(data / "kit"), kit_id="kit-bench")
         cfg = dataclasses.replace(cfg, camera=dataclasses.replace(cfg.camera, width=w, height=h),
-                                  session=dataclasses.replace(cfg.session, double_press_s=0.0,
-                                                              retake_window_s=1e-3))
-        students = [idnumber.make(f"110105200401{i % 28 + 1:02d}{i:03d}") for i in range(args.runs + 1)]
+                                  session=dataclasses.replace(cfg.session, double_press_s=0.0, retake_window_s=1e-3),
+                                  sealing=dataclasses.replace(cfg.sealing, public_keys=(
+                                      next((data / "centre-keys").glob("*.pub")).read_text().strip(),)))
+        students = [idnumber.make(f"110105200401{i % 28 + 1:02d}{i:03d}") for i in range(2 * args.runs + 2)]
         (data / "r.csv").write_text("id_number\n" + "\n".join(students) + "\n")
-        load_csv(data / "r.csv", cfg.roster_path)
+        cfg.data_path.mkdir()
+        load_csv(data / "r.csv", cfg.roster_path, new_key=RosterKey.new(1, 8192))  # cheap here: taps timed below
         factory, reader = pin_factory("mock"), SimReader()
         scene = None
         assess = no_qc
@@ -55,38 +89,53 @@ def main() -> None:
             from appliance.quality import QualityCheck
 
             def scene(shot: int, frame: int):
-                return sample_portrait(w, h, "good", 0)
+                return sample_portrait(w, h, "good", 1)
 
             assess = QualityCheck(cfg.qc, cfg.photo_spec)
             assess.warm_up()
         camera = SimCamera(w, h, cfg.camera.jpeg_quality, scene=scene)
         daemon = Daemon(cfg, Devices(camera, [reader], factory), SystemClock(), assess)
         daemon.start()
+        sealed_spool = daemon.spool
+        unsealed_spool = UnsealedSpool(cfg.data_path / "spool-unsealed", sealed_spool.key)
         pedal = SimPedal(factory, cfg.trigger)
         frame = camera.render(0, 0)  # the same frame the cycle encodes (warms the render cache too)
-        cycles, encodes = [], []
+        sealed, unsealed, encodes = [], [], []
         for i in range(args.runs):
-            reader.present(make(Kind.ID_NUMBER, students[i], Source.SIM))
-            daemon.settle()
-            time.sleep(0.01)
-            daemon.tick()  # close the previous retake window
-            t0 = time.perf_counter()
-            pedal.press()
-            daemon.settle()
-            cycles.append(time.perf_counter() - t0)
-            assert daemon.status.state is Led.OK, daemon.status.state
+            daemon.spool = sealed_spool
+            sealed.append(cycle(daemon, reader, pedal, students[2 * i]))
+            daemon.spool = unsealed_spool
+            unsealed.append(cycle(daemon, reader, pedal, students[2 * i + 1]))
             t0 = time.perf_counter()
             buf = io.BytesIO()
             frame.save(buf, "JPEG", quality=cfg.camera.jpeg_quality)
             encodes.append(time.perf_counter() - t0)
+        daemon.spool = sealed_spool
         daemon.close()
-    cyc, enc = statistics.median(cycles) * 1000, statistics.median(encodes) * 1000
-    p95 = sorted(cycles)[int(0.95 * (len(cycles) - 1))] * 1000
-    print(f"frame {w}x{h}, JPEG quality {cfg.camera.jpeg_quality}, {args.runs} runs, {len(buf.getvalue()) // 1024} KB")
+    key = RosterKey.new()
+    taps = []
+    for i in range(max(10, args.runs)):
+        t0 = time.perf_counter()
+        key.protect(Kind.ID_NUMBER, students[i % len(students)])
+        taps.append(time.perf_counter() - t0)
+
+    def med(xs: list[float]) -> float:
+        return statistics.median(xs) * 1000
+
+    def p95(xs: list[float]) -> float:
+        return sorted(xs)[int(0.95 * (len(xs) - 1))] * 1000
+
     what = "with QC + derivative" if args.qc else "QC off"
-    print(f"trigger -> verdict (OK LED, stored; {what}):  median {cyc:7.1f} ms   p95 {p95:7.1f} ms")
-    print(f"bare JPEG encode of the same frame:   median {enc:7.1f} ms")
-    print(f"ratio cycle / encode: {cyc / enc:.2f}")
+    print(f"frame {w}x{h}, JPEG quality {cfg.camera.jpeg_quality}, {args.runs} runs each,"
+          f" {len(buf.getvalue()) // 1024} KB; {what}")
+    print(f"trigger -> verdict, sealed:      median {med(sealed):7.1f} ms   p95 {p95(sealed):7.1f} ms")
+    print(f"trigger -> verdict, unsealed:    median {med(unsealed):7.1f} ms   p95 {p95(unsealed):7.1f} ms")
+    print(f"bare JPEG encode of the frame:   median {med(encodes):7.1f} ms")
+    print(f"sealing adds {100 * (med(sealed) / med(unsealed) - 1):+.1f} % to trigger -> verdict (goal <= +10 %);"
+          f" sealed cycle / encode {med(sealed) / med(encodes):.2f}")
+    tap = med(taps)
+    print(f"per-tap identity protection (Argon2id, opslimit {key.opslimit}, {key.memlimit >> 20} MiB, off the loop):"
+          f" median {tap:.1f} ms here, ~{tap * PI4_FACTOR:.0f} ms estimated on a Pi 4 (x{PI4_FACTOR:g}, not measured)")
 
 
 if __name__ == "__main__":

@@ -491,13 +491,14 @@ def test_only_the_identity_key_leaves_the_adapter(emulator, run_reader, caplog) 
     rec.wait_identities(1)
     settle(emulator)
     [identity] = rec.identities
-    assert identity.key == NUMBER and set(identity.__slots__) == {"kind", "key", "source", "reader"}
+    assert identity.key == NUMBER and identity.display == ""  # the name is dropped unless policy allows it
+    assert set(identity.__slots__) == {"kind", "key", "source", "reader", "protected", "display"}
     # Logs and problem details: no name, address, photo, text, and the number only masked.
     logged = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
     logged += "\n".join(detail for _, detail in rec.problems)
     for secret in (NAME, ADDRESS, NUMBER, photo.hex(), photo.hex(" "), TEXT.hex(), repr(photo)[:40]):
         assert secret not in logged
-    assert "110***********002X" in logged
+    assert "id_number#" in logged and NUMBER[-4:] not in logged  # not a character of the key
     # Nothing of the card lingers on the reader object.
     for value in vars(reader).values():
         assert not (isinstance(value, bytes | bytearray) and (photo in value or TEXT[:60] in value))

@@ -20,6 +20,7 @@ from the public header ``PCSCGetData.h`` (repository Johann356/readinfo). Only
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..identity import Identity, Kind, Source, make
@@ -92,12 +93,17 @@ def parse_text(block: bytes) -> CardText:
     return CardText(card_type, {name: _field(block, off, n) for name, off, n in layout})
 
 
-def identity_from_text(block: bytes, source: Source, reader: str = "") -> Identity:
-    """The identity a text block carries: its number, and nothing else from the card."""
-    number = parse_text(block).number
+def identity_from_text(block: bytes, source: Source, reader: str = "", keep_name: bool = False) -> Identity:
+    """The identity a text block carries: its number, and nothing else from the card — except, when the
+    school's policy lets the local display show names (``keep_name``), the name, in memory only."""
+    fields = parse_text(block).fields
+    number = fields["number"]
     if not number:
         raise CardDataError("number", "text block carries no identity number")
-    return make(Kind.ID_NUMBER, number, source, reader)
+    identity = make(Kind.ID_NUMBER, number, source, reader)
+    if keep_name:
+        identity = dataclasses.replace(identity, display=fields.get("name", ""))
+    return identity
 
 
 def build_text(card_type: str = "", **fields: str) -> bytes:

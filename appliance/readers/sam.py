@@ -150,8 +150,10 @@ class SamReader:
 
     def __init__(self, port: str, baudrate: int = 115200, poll_interval: float = 0.25, name: str = "", *,
                  command_timeout: float = 1.0, read_timeout: float = 3.0, removal_polls: int = 2,
-                 max_attempts: int = 3, backoff_max: float = 5.0, reopen_after: int = 3) -> None:
+                 max_attempts: int = 3, backoff_max: float = 5.0, reopen_after: int = 3,
+                 show_names: bool = False) -> None:
         self.port = port
+        self.show_names = show_names  # pass the card's name for a local display (privacy.show_names)
         self.baudrate = baudrate
         self.poll_interval = poll_interval
         self.name = name or f"sam:{port}"
@@ -262,7 +264,7 @@ class SamReader:
             raise SamError(Problem.BAD_REPLY, f"READ_TEXT_PHOTO: {exc}") from exc
         del reply  # the reply holds the photo and the text: nothing of it outlives this call
         try:
-            identity = identity_from_text(text, Source.SAM, self.name)
+            identity = identity_from_text(text, Source.SAM, self.name, keep_name=self.show_names)
         except (CardDataError, InvalidIdentity) as exc:
             raise SamError(Problem.CARD_DATA, str(exc)) from exc
         finally:
