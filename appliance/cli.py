@@ -101,6 +101,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         daemon.close()
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    from sync.daemon import main_loop
+
+    return main_loop(_config(args))
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from .simulate import format_summary, run, sim_config
 
@@ -323,6 +329,7 @@ def parser() -> argparse.ArgumentParser:
         return sp
 
     add("run", cmd_run, "run the capture daemon")
+    add("sync", cmd_sync, "run the sync daemon: upload the outbox to the centre (sync.* in kit.toml)")
     sp = add("simulate", cmd_simulate, "run a scripted classroom through the real daemon with simulated devices")
     sp.add_argument("-n", "--students", type=int, default=60)
     sp.add_argument("--seed", type=int, default=1)
@@ -368,7 +375,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; an expected problem is one line on stderr and a documented exit code (errors.py)."""
     args = parser().parse_args(argv)
-    logs.setup(logging.DEBUG if args.verbose else logging.INFO if args.cmd == "run" else logging.WARNING)
+    daemon = args.cmd in ("run", "sync") or getattr(args, "centre_cmd", "") == "serve"
+    logs.setup(logging.DEBUG if args.verbose else logging.INFO if daemon else logging.WARNING)
     try:
         return args.func(args)
     except ConfigError as exc:

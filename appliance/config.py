@@ -136,6 +136,25 @@ class SealingConfig:
 
 
 @dataclass(frozen=True)
+class SyncConfig:
+    """The sync daemon (``capturekit sync``): where the centre is and how to talk to it (docs/sync.md)."""
+
+    centre_url: str = ""  # e.g. "https://centre.example.edu.cn"; empty: sync is not configured
+    token_file: str = "/etc/capturekit/kit.token"  # this kit's token (capturekit centre add-kit), mode 0640
+    token: str = ""  # the token inline instead of a file (development; a file is better on a kit)
+    ca_file: str = ""  # PEM bundle of a private centre CA ("" = the system's)
+    connect_timeout_s: float = 10.0
+    inactivity_timeout_s: float = 30.0  # no byte moved for this long = a dead link (never a total-time limit)
+    chunk_bytes: int = 4 * 2**20  # one tus PATCH; an interrupted one resumes from the centre's offset
+    rescan_s: float = 60.0  # full outbox rescan (inotify can drop events: the rescan is the truth)
+    heartbeat_s: float = 60.0
+    roster_s: float = 300.0
+    backoff_initial_s: float = 2.0  # doubled per failure, with jitter, up to backoff_max_s
+    backoff_max_s: float = 300.0
+    bandwidth_kbps: int = 0  # upload cap in kilobits per second; 0: none
+
+
+@dataclass(frozen=True)
 class PurgeConfig:
     """When sealed files the centre has confirmed are deleted from the kit (unconfirmed ones never are)."""
 
@@ -163,6 +182,7 @@ class Config:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     sealing: SealingConfig = field(default_factory=SealingConfig)
     purge: PurgeConfig = field(default_factory=PurgeConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
     makeup_qr: MakeupQrConfig = field(default_factory=MakeupQrConfig)
     qc: QcConfig = field(default_factory=QcConfig)  # shot-time quality checks (docs/qc.md)
     photo_spec: PhotoSpec = field(default_factory=PhotoSpec)  # the diploma derivative (docs/photo-spec.md)
@@ -338,6 +358,14 @@ def _check(cfg: Config) -> None:
         (1 <= cfg.privacy.argon2_opslimit <= 10, "privacy.argon2_opslimit: must be 1..10"),
         (8 <= cfg.privacy.argon2_memlimit_kib <= 1024 * 1024, "privacy.argon2_memlimit_kib: must be 8..1048576"),
         (cfg.purge.keep_hours >= 0, "purge.keep_hours: must not be negative"),
+        (not cfg.sync.centre_url or cfg.sync.centre_url.startswith(("http://", "https://")),
+         "sync.centre_url: must start with https:// (or http:// on a trusted network)"),
+        (all(v > 0 for v in (cfg.sync.connect_timeout_s, cfg.sync.inactivity_timeout_s, cfg.sync.rescan_s,
+                             cfg.sync.heartbeat_s, cfg.sync.roster_s, cfg.sync.backoff_initial_s)),
+         "sync: timeouts and intervals must be greater than 0"),
+        (cfg.sync.backoff_max_s >= cfg.sync.backoff_initial_s, "sync.backoff_max_s: must be >= backoff_initial_s"),
+        (cfg.sync.chunk_bytes >= 65536, "sync.chunk_bytes: must be at least 65536"),
+        (cfg.sync.bandwidth_kbps >= 0, "sync.bandwidth_kbps: must not be negative"),
         (cfg.purge.interval_s > 0, "purge.interval_s: must be greater than 0"),
     ]
     for i, line in enumerate(cfg.sealing.public_keys):

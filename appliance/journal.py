@@ -176,6 +176,8 @@ class Journal:
              "first_attempt_at": str, "last_attempt_at": str, "confirmed_at": str, "upload_url": str,
              "centre_sha256": str},
             pk="capture_id", not_null={"status", "sha256"}, defaults={"attempts": 0}, if_not_exists=True)
+        # the sync daemon's own state (roster ETag, last contact, clock offset): its rows only
+        db["sync_state"].create({"key": str, "value": str, "at": str}, pk="key", if_not_exists=True)
         # sealed files purged from the kit after the centre confirmed them (docs/privacy.md)
         db["purged"].create({"capture_id": str, "path": str, "at": str, "confirmed_at": str}, pk="capture_id",
                             if_not_exists=True)

@@ -54,6 +54,7 @@ def _report(cfg: Config, conn: sqlite3.Connection, deep: bool) -> dict[str, Any]
         purged = q("SELECT COUNT(*) FROM purged").fetchone()[0] if _has(q, "purged") else 0
         uploads = dict(q("SELECT status, COUNT(*) FROM uploads GROUP BY status").fetchall()) if _has(
             q, "uploads") else {}
+        sync = _sync(q) if _has(q, "sync_state") else {}
     finally:
         conn.close()
     spool = Spool(cfg.data_path / "spool", create=False)
@@ -70,7 +71,7 @@ def _report(cfg: Config, conn: sqlite3.Connection, deep: bool) -> dict[str, Any]
         "warnings": [{"shot": s, "frame": f, "reasons": r} for s, f, r in warns],
         "events": [{"at": a, "kind": k, "shot": s, "detail": d} for a, k, s, d in events],
         "outbox_bundles": pending, "adopted_bundles": adopted, "damaged": damaged, "strays": strays,
-        "purged": purged, "uploads": uploads,
+        "purged": purged, "uploads": uploads, "sync": sync,
         "roster_students": _roster_count(cfg),
         "disk_free_mb": disk.free // 2**20,
     }
@@ -87,6 +88,11 @@ def _report(cfg: Config, conn: sqlite3.Connection, deep: bool) -> dict[str, Any]
     ]
     if uploads or purged:
         lines.append(f"  uploads: {counts(uploads)}; purged after confirmation: {purged}")
+    if sync:
+        lines.append(f"  sync: backlog {sync['backlog']} bundles, oldest pending since {sync['oldest_pending'] or '-'};"
+                     f" last confirmed {sync['last_confirmed'] or '-'}; centre last reached"
+                     f" {sync['last_contact'] or 'never'}" + (f"; last error {sync['last_error']}"
+                                                            if sync["last_error"] else ""))
     if adopted:
         lines.append(f"  adopted bundles (an earlier journal's, kept for sync): {adopted}")
     lines += [f"  DAMAGED bundle {cid}: {why} — it stays in the outbox; call support" for cid, why in damaged.items()]
@@ -96,6 +102,21 @@ def _report(cfg: Config, conn: sqlite3.Connection, deep: bool) -> dict[str, Any]
     lines += [f"  {e['at']} {e['kind']}: {e['detail']}" for e in report["events"]]
     report["text"] = "\n".join(lines)
     return report
+
+
+def _sync(q: Any) -> dict[str, Any]:
+    """What the sync daemon recorded: backlog, oldest pending, last confirmation, centre reachability."""
+    import json
+
+    state = {k: json.loads(v) for k, v in q("SELECT key, value FROM sync_state").fetchall()}
+    n, oldest = q("SELECT COUNT(*), MIN(f.at) FROM uploads u LEFT JOIN frames f ON f.capture_id = u.capture_id"
+                  " WHERE u.status IN ('pending', 'uploading')").fetchone()
+    last = q("SELECT MAX(confirmed_at) FROM uploads WHERE status = 'confirmed'").fetchone()[0]
+    err = state.get("last_error") or {}
+    contact = state.get("last_contact_at")
+    return {"backlog": n, "oldest_pending": oldest, "last_confirmed": last, "last_contact": contact,
+            "last_error": err.get("error") if err and (not contact or err.get("at", "") > contact) else None,
+            "clock_offset_s": state.get("clock_offset_s")}
 
 
 def _has(q: Any, table: str) -> bool:

@@ -1,1 +1,1 @@
-"""capturekit sync daemon: uploads the spool outbox to the centre (see ROADMAP; not built yet)."""
+"""capturekit sync daemon: uploads the sealed outbox to the centre, exactly once (docs/kit-api.md, docs/sync.md)."""
