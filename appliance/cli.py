@@ -104,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_sync(args: argparse.Namespace) -> int:
     from sync.daemon import main_loop
 
-    return main_loop(_config(args))
+    return main_loop(_config(args), drain=args.drain)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -114,7 +114,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     data = Path(args.data_dir) if args.data_dir else Path("sim-runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     cfg = sim_config(base, data, args.size)
     summary = run(cfg, args.students, seed=args.seed, qc=args.qc or ("real" if cfg.qc.enabled else "sim"),
-                  sources=args.readers == "all")
+                  sources=args.readers == "all", school_csv=Path(args.school_csv) if args.school_csv else None)
     print(json.dumps(summary, ensure_ascii=False) if args.json else format_summary(summary))
     return EXIT_CHECK_FAILED if summary["mismatches"] else 0
 
@@ -329,7 +329,9 @@ def parser() -> argparse.ArgumentParser:
         return sp
 
     add("run", cmd_run, "run the capture daemon")
-    add("sync", cmd_sync, "run the sync daemon: upload the outbox to the centre (sync.* in kit.toml)")
+    sp = add("sync", cmd_sync, "run the sync daemon: upload the outbox to the centre (sync.* in kit.toml)")
+    sp.add_argument("--drain", type=float, default=0.0, metavar="SECONDS",
+                    help="upload what is pending (giving up after SECONDS), then exit")
     sp = add("simulate", cmd_simulate, "run a scripted classroom through the real daemon with simulated devices")
     sp.add_argument("-n", "--students", type=int, default=60)
     sp.add_argument("--seed", type=int, default=1)
@@ -339,6 +341,7 @@ def parser() -> argparse.ArgumentParser:
                     " scripted stand-in (fast: no face models)")
     sp.add_argument("--readers", choices=["all", "sim"], default="all", help="all: ID-card SAM reader (emulated),"
                     " camera QR, control socket and the simulated card reader; sim: the simulated card reader only")
+    sp.add_argument("--school-csv", help="also write the simulated school's roster CSV here (for a centre)")
     sp.set_defaults(data_dir=None)
     sp = add("status", cmd_status, "shots, voids, frames and outbox of the current session")
     sp.add_argument("--json", action="store_true")

@@ -611,7 +611,7 @@ class Daemon:
         record = self._record(shot, frame, photo, outcome, captured_at, verdict, supersedes)
         written = self.spool.write_bundle(cid, self._ident(shot, frame), record, photo.jpeg, outcome.derivative)
         self.journal.finish_frame(shot, frame, written.sha256, written.size, f"outbox/{written.path.name}",
-                                  written.photo_sha256)
+                                  written.photo_sha256, written.derivative_sha256)
         self._forget_rejects(shot)
         log.info("shot %d frame %d stored as %s", shot, frame, cid)
         return Stored(shot, frame, self.clock.monotonic())

@@ -181,8 +181,9 @@ class Journal:
         # sealed files purged from the kit after the centre confirmed them (docs/privacy.md)
         db["purged"].create({"capture_id": str, "path": str, "at": str, "confirmed_at": str}, pk="capture_id",
                             if_not_exists=True)
-        if "photo_sha256" not in db["frames"].columns_dict:
-            db["frames"].add_column("photo_sha256", str)
+        for column in ("photo_sha256", "derivative_sha256"):  # of the plain parts, for checks at delivery
+            if column not in db["frames"].columns_dict:
+                db["frames"].add_column(column, str)
         db["reads"].create_index(["kind", "key"], if_not_exists=True)
         db["uploads"].create_index(["status"], if_not_exists=True)
         db["frames"].create_index(["capture_id"], unique=True, if_not_exists=True)
@@ -307,7 +308,8 @@ class Journal:
                 raise StorageError(f"frame {shot}/{frame} already recorded")
         return cid
 
-    def finish_frame(self, shot: int, frame: int, sha256: str, size: int, path: str, photo_sha256: str = "") -> None:
+    def finish_frame(self, shot: int, frame: int, sha256: str, size: int, path: str, photo_sha256: str = "",
+                     derivative_sha256: str = "") -> None:
         """The frame's file is durable: mark it, and for the outbox select it and capture the shot.
 
         A void shot stays void: its number was given up, so a frame for it is kept (status ``stored`` in the
@@ -321,8 +323,9 @@ class Journal:
             if row is None:
                 raise StorageError(f"frame {shot}/{frame} was not begun")
             status = "stored" if row[0] == "outbox" else "rejected"
-            self.db.execute("UPDATE frames SET status=?, sha256=?, bytes=?, path=?, photo_sha256=? WHERE shot=? AND"
-                            " frame=?", [status, sha256, size, path, photo_sha256 or None, shot, frame])
+            self.db.execute("UPDATE frames SET status=?, sha256=?, bytes=?, path=?, photo_sha256=?, derivative_sha256=?"
+                            " WHERE shot=? AND frame=?",
+                            [status, sha256, size, path, photo_sha256 or None, derivative_sha256 or None, shot, frame])
             void = status == "stored" and row[1] == "void"
             if status == "stored" and not void:
                 self.db.execute(

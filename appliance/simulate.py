@@ -33,6 +33,7 @@ import io
 import json
 import random
 import secrets
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -145,8 +146,8 @@ def make_students(n: int, seed: int) -> list[Student]:
 
 
 def write_roster(students: list[Student], path: Path) -> None:
-    lines = ["id_number,collection_code,card_uid,name,class"]
-    lines += [f"{s.id_number or ''},{s.collection_code},{s.card_uid},{s.name},{s.klass}" for s in students]
+    lines = ["id_number,collection_code,card_uid,name,class,school"]
+    lines += [f"{s.id_number or ''},{s.collection_code},{s.card_uid},{s.name},{s.klass},{SCHOOL}" for s in students]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -463,7 +464,8 @@ class SimulationError(AssertionError):
     """The kit did not react as the script expected."""
 
 
-def run(cfg: Config, students: int, seed: int = 1, qc: str = "real", sources: bool = True) -> dict[str, Any]:
+def run(cfg: Config, students: int, seed: int = 1, qc: str = "real", sources: bool = True,
+        school_csv: Path | None = None) -> dict[str, Any]:
     """Run a classroom of ``students`` through a real daemon in ``cfg.data_dir``; return the summary.
 
     ``sources=False`` presents every identity through the simulated card reader (no reader threads,
@@ -476,6 +478,8 @@ def run(cfg: Config, students: int, seed: int = 1, qc: str = "real", sources: bo
     with tempfile.TemporaryDirectory(prefix="capturekit-school-") as school:  # the school's file, not the kit's
         write_roster(people, Path(school) / "roster.csv")
         load_csv(Path(school) / "roster.csv", cfg.roster_path, new_key=RosterKey.new(*cfg.roster_key_cost()))
+        if school_csv is not None:  # the same file for the centre (the demo plays the school too)
+            shutil.copyfile(Path(school) / "roster.csv", school_csv)
     room = Classroom(cfg, sources=sources, qc=qc)
     dm = room.daemon
     wall0 = time.monotonic()

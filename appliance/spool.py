@@ -37,6 +37,7 @@ class Written:
     sha256: str  # of the sealed bytes: the transfer and idempotence key
     size: int  # bytes of the whole file
     photo_sha256: str  # of the plain photo (only the centre can check it, after opening)
+    derivative_sha256: str = ""  # of the plain diploma derivative, if any
 
 
 def _fsync_dir(path: Path) -> None:
@@ -116,7 +117,8 @@ class Spool:
             path = self._publish(directory, capture_id, data)
         except OSError as exc:
             raise StorageError(f"{kind} {capture_id} not written: {exc}") from exc
-        return Written(path, header.sealed_sha256, len(data), hashlib.sha256(photo).hexdigest())
+        return Written(path, header.sealed_sha256, len(data), hashlib.sha256(photo).hexdigest(),
+                       hashlib.sha256(derivative).hexdigest() if derivative else "")
 
     def write_bundle(self, capture_id: str, ident: dict[str, Any], record: dict[str, Any], photo: bytes,
                      derivative: bytes | None = None) -> Written:

@@ -363,8 +363,9 @@ def _throttled() -> int | None:
         return None
 
 
-def main_loop(cfg: Config) -> int:
-    """``capturekit sync``: run until SIGTERM; the exit code for systemd."""
+def main_loop(cfg: Config, drain: float = 0.0) -> int:
+    """``capturekit sync``: run until SIGTERM (the exit code for systemd); with ``drain`` (seconds), upload
+    what is pending, send a heartbeat and pull the roster, then exit (1 if anything is left)."""
     import signal
 
     daemon = SyncDaemon(cfg)
@@ -373,6 +374,16 @@ def main_loop(cfg: Config) -> int:
         signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
         signal.signal(signal.SIGINT, lambda *_: daemon.stop())
         log.info("sync: %s -> %s, pid %d", daemon.outbox, cfg.sync.centre_url, os.getpid())
-        return daemon.run()
+        if not drain:
+            return daemon.run()
+        daemon.settle(drain)
+        daemon._contact(daemon.heartbeat, "heartbeat")
+        daemon._contact(daemon.roster, "roster")
+        left = daemon.state.backlog()["bundles"]
+        print(f"sync: {daemon.uploaded} bundles confirmed by the centre, {left} left")
+        return 1 if left else 0
+    except TimeoutError as exc:
+        log.error("sync: %s", exc)
+        return 1
     finally:
         daemon.close()

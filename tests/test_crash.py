@@ -31,6 +31,20 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+def _frames(data) -> int:
+    """Frames in the journal so far (read-only; 0 before the daemon made it)."""
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(f"file:{data / 'journal.sqlite'}?mode=ro", uri=True, timeout=1)
+        try:
+            return db.execute("SELECT COUNT(*) FROM frames").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+
+
 def test_sigkill_at_random_points_leaves_journal_and_spool_consistent(tmp_path):
     data = tmp_path / "data"
     rng = random.Random(20261125)
@@ -42,7 +56,13 @@ def test_sigkill_at_random_points_leaves_journal_and_spool_consistent(tmp_path):
         run = ["simulate", "-n", "120", "--size", "1014x760", "--qc", "sim", "--readers", "sim", "--seed", str(i),
                "--data-dir", str(data)]
         proc = subprocess.Popen([*CLI, *run], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.4, 1.9))  # start-up is ~0.4 s, the session ~1.5 s: kill anywhere in it
+        # kill anywhere in the session, whatever this machine's speed: after a random number of this run's
+        # frames reached the journal (0: during start-up and recovery), plus a random fraction of a shot
+        frames_before = _frames(data)
+        target, deadline = frames_before + rng.choice([0, *range(1, 80)]), time.monotonic() + 60
+        while _frames(data) < target and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.08))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         killed = False
