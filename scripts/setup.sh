@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# Set up capturekit on Debian 12 / Raspberry Pi OS Bookworm: apt packages, a venv in .venv, pip install.
-#   scripts/setup.sh          the kit's run-time needs
-#   scripts/setup.sh --test   plus what the tests need (pcscd + the vpcd virtual reader, pytest, ruff)
+# Set up capturekit on Debian 12/13 or Raspberry Pi OS bookworm/trixie: apt packages, a venv in .venv, pip install.
+#   scripts/setup.sh          the kit and the centre (what the demo runs: a classroom syncing to a local centre)
+#   scripts/setup.sh --kit    the kit alone (a Raspberry Pi in the field; ansible does the same)
+#   scripts/setup.sh --test   everything plus what the tests need (pcscd + the vpcd virtual reader, PostgreSQL,
+#                             pytest, ruff, moto, schemathesis, ansible)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_pkgs=(python3-venv python3-dev gcc swig libpcsclite-dev pcscd)
-extra=()
-if [[ "${1:-}" == "--test" ]]; then
-  apt_pkgs+=(vsmartcard-vpcd pcsc-tools)
-  extra=(".[test]")
-else
-  extra=(".")
-fi
+case "${1:-}" in
+  --test) apt_pkgs+=(vsmartcard-vpcd pcsc-tools postgresql); extra=(".[centre,test]") ;;
+  --kit) extra=(".") ;;
+  "") extra=(".[centre]") ;;
+  *) echo "usage: scripts/setup.sh [--kit | --test]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${apt_pkgs[@]}"; do

@@ -87,7 +87,7 @@ class SyncState:
                     " WHERE capture_id = ?", [self.wall(), centre_sha256, capture_id])
 
     def backlog(self) -> dict[str, Any]:
-        rows = self._rows("SELECT COUNT(*), COALESCE(SUM(bytes), 0), MIN(COALESCE(f.at, a.at)) FROM uploads u"
+        rows = self._rows("SELECT COUNT(*), COALESCE(SUM(u.bytes), 0), MIN(COALESCE(f.at, a.at)) FROM uploads u"
                           " LEFT JOIN frames f ON f.capture_id = u.capture_id"
                           " LEFT JOIN adopted a ON a.capture_id = u.capture_id"
                           " WHERE u.status IN ('pending', 'uploading')")

@@ -1,0 +1,186 @@
+"""A complete upload becomes a capture: verify, store, open, record — in that order, and only then confirm.
+
+:func:`finalize` gets every byte of one upload. It checks the SHA-256 of all of them, stores the sealed object
+(content-addressed: ``bundles/<capture_id>/<sha256>.sealed``, so two uploads can never clobber each other's
+object), opens the bundle with the centre's keys (``centre.sealing.open_bundle``), stores the photo and the
+derivative, and commits one transaction: the upload complete, the ``bundles`` row (``stored``, or ``refused``
+with its reason: kept for inspection), the ``captures`` row. A crash anywhere before that commit leaves the
+upload open at its last offset: the kit sends the last chunk again and the same steps run again on the same
+keys. Only a committed row is ever visible as a capture.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from .db import bundles, captures, conflicts, kits, upload_chunks, uploads, utcnow
+from .errors import ApiError
+from .rosters import resolve_identity
+from .sealing import BundleRefused, KeyRing, Opened, open_bundle
+from .storage import Storage
+
+log = logging.getLogger("capturekit.centre.ingest")
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What the centre holds for a capture id: the confirmation the kit waits for."""
+
+    capture_id: str
+    sha256: str
+    status: str  # stored | refused
+    reason: str | None
+    upload_id: str
+
+    def headers(self) -> dict[str, str]:
+        h = {"Capturekit-Capture-Id": self.capture_id, "Capturekit-Sha256": self.sha256,
+             "Capturekit-Status": self.status}
+        if self.reason:
+            h["Capturekit-Reason"] = self.reason
+        return h
+
+    def json(self) -> dict[str, Any]:
+        return {"capture_id": self.capture_id, "sha256": self.sha256, "status": self.status, "reason": self.reason}
+
+
+def held(conn: Connection, capture_id: str) -> Stored | None:
+    row = conn.execute(select(bundles.c.capture_id, bundles.c.sha256, bundles.c.status, bundles.c.reason,
+                              bundles.c.upload_id).where(bundles.c.capture_id == capture_id)).first()
+    return Stored(*row) if row else None
+
+
+def flag_conflict(conn: Connection, kit_id: int, capture_id: str, held_sha: str, offered: str, header: str) -> None:
+    conn.execute(conflicts.insert().values(capture_id=capture_id, kit_id=kit_id, held_sha256=held_sha,
+                                           offered_sha256=offered, header=header, flagged_at=utcnow()))
+    log.warning("capture %s: offered with SHA-256 %s, the centre holds %s: refused and flagged", capture_id,
+                offered[:16], held_sha[:16])
+
+
+def conflict_error(capture_id: str) -> ApiError:
+    return ApiError(409, "capture_conflict", f"the centre holds {capture_id} with a different SHA-256: refused and"
+                    " flagged for staff (never overwritten)")
+
+
+def _utc(iso: str) -> dt.datetime | None:
+    try:
+        when = dt.datetime.fromisoformat(iso)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return when
+    return when.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def _s(value: Any, n: int) -> str:
+    """A string for a column: no NUL (PostgreSQL refuses it), at most ``n`` characters."""
+    return str(value if value is not None else "").replace("\x00", "")[:n]
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**31 else None
+
+
+def _capture_row(conn: Connection, kit_id: int, opened: Opened, sealed_sha: str, photo_key: str,
+                 deriv_key: str | None) -> dict[str, Any]:
+    r, h = opened.record, opened.header
+
+    def obj(name: str) -> dict[str, Any]:
+        v = r.get(name)
+        return v if isinstance(v, dict) else {}
+
+    ident, verdict, session, photo, deriv = obj("identity"), obj("verdict"), obj("session"), obj("photo"), obj(
+        "derivative")
+    kind, key = _s(ident.get("kind"), 20), _s(ident.get("key"), 200)
+    clear, resolved = resolve_identity(conn, kind, key, bool(ident.get("protected")))
+    reasons = verdict.get("reasons") if isinstance(verdict.get("reasons"), list) else []
+    return {
+        "capture_id": h.capture_id, "kit_id": kit_id, "kind": h.kind, "journal_id": h.journal_id,
+        "session_id": _int(session.get("id")), "session_school": _s(session.get("school"), 64),
+        "shot": h.shot, "frame": h.frame,
+        "identity_kind": kind, "identity_key": clear, "identity_resolved": resolved,
+        "identity_source": _s(ident.get("source"), 20), "identity_reader": _s(ident.get("reader"), 100),
+        "roster_check": _s(r.get("roster_check"), 30), "verdict": _s(verdict.get("result"), 10),
+        "reasons": json.dumps(reasons), "accepted_by_operator": bool(verdict.get("accepted_by_operator")),
+        "captured_at": _s(r.get("captured_at"), 40), "captured_at_utc": _utc(r.get("captured_at")),
+        "stored_at": _s(r.get("stored_at"), 40),
+        "supersedes": _s(r["supersedes"], 120) if r.get("supersedes") else None,
+        "sealed_sha256": sealed_sha, "photo_sha256": _s(photo.get("sha256"), 64), "photo_bytes": len(opened.photo),
+        "photo_key": photo_key, "width": _int(photo.get("width")), "height": _int(photo.get("height")),
+        "derivative_sha256": _s(deriv.get("sha256"), 64) if deriv and deriv_key else None,
+        "derivative_key": deriv_key, "record": json.dumps(r, ensure_ascii=True), "received_at": utcnow(),
+    }
+
+
+def finalize(engine: Engine, storage: Storage, keys: KeyRing, upload: Any, data: bytes) -> Stored:
+    """Turn the complete bytes of ``upload`` (a row of ``uploads``) into a bundle and a capture (module doc)."""
+    sha = hashlib.sha256(data).hexdigest()
+    if len(data) != upload.length or sha != upload.sha256:
+        raise ApiError(460, "checksum_mismatch", f"the {len(data)} bytes received have SHA-256 {sha}, the metadata"
+                       f" says {upload.sha256}: upload discarded, start again")
+    capture_id = upload.capture_id
+    sealed_key = f"bundles/{capture_id}/{sha}.sealed"
+    storage.put(sealed_key, data)
+    header = json.loads(upload.header)
+    status, reason, detail, opened = "stored", None, None, None
+    try:
+        opened = open_bundle(header, data, keys)
+    except BundleRefused as exc:
+        status, reason, detail = "refused", exc.reason, exc.detail
+        log.warning("capture %s refused: %s", capture_id, exc)
+    photo_key = deriv_key = None
+    if opened is not None:
+        photo_key = f"photos/{capture_id}/{hashlib.sha256(opened.photo).hexdigest()}.jpg"
+        storage.put(photo_key, opened.photo)
+        if opened.derivative:
+            deriv_key = f"derivatives/{capture_id}/{hashlib.sha256(opened.derivative).hexdigest()}.jpg"
+            storage.put(deriv_key, opened.derivative)
+    for attempt in (1, 2):  # a second try only after another process inserted the same capture id first
+        try:
+            with engine.begin() as conn:
+                outcome = _commit(conn, upload, sha, sealed_key, status, reason, detail, opened, photo_key, deriv_key)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+            continue
+        if isinstance(outcome, ApiError):
+            raise outcome
+        return outcome
+    raise AssertionError("unreachable")
+
+
+def _commit(conn: Connection, upload: Any, sha: str, sealed_key: str, status: str, reason: str | None,
+            detail: str | None, opened: Opened | None, photo_key: str | None,
+            deriv_key: str | None) -> Stored | ApiError:
+    """One transaction; an ApiError is returned (not raised) when what it did must still be committed."""
+    now = utcnow()
+    moved = conn.execute(update(uploads).where(uploads.c.id == upload.id, uploads.c.offset == upload.offset,
+                                               uploads.c.status == "open")
+                         .values(offset=upload.length, status="complete", updated_at=now)).rowcount
+    if not moved:
+        return ApiError(409, "offset_mismatch", "another request moved this upload on meanwhile; HEAD it and resume")
+    existing = held(conn, upload.capture_id)
+    if existing is not None:
+        if existing.sha256 != sha:
+            flag_conflict(conn, upload.kit_id, upload.capture_id, existing.sha256, sha, upload.header)
+            conn.execute(delete(upload_chunks).where(upload_chunks.c.upload_id == upload.id))
+            conn.execute(delete(uploads).where(uploads.c.id == upload.id))
+            return conflict_error(upload.capture_id)
+        conn.execute(delete(upload_chunks).where(upload_chunks.c.upload_id == upload.id))
+        return existing
+    conn.execute(bundles.insert().values(capture_id=upload.capture_id, kit_id=upload.kit_id, upload_id=upload.id,
+                                         sha256=sha, size=upload.length, object_key=sealed_key, header=upload.header,
+                                         status=status, reason=reason, detail=detail, received_at=now))
+    if opened is not None:
+        conn.execute(captures.insert().values(_capture_row(conn, upload.kit_id, opened, sha, photo_key or "",
+                                                           deriv_key)))
+    conn.execute(delete(upload_chunks).where(upload_chunks.c.upload_id == upload.id))
+    conn.execute(update(kits).where(kits.c.id == upload.kit_id).values(last_seen_at=now))
+    return Stored(upload.capture_id, sha, status, reason, upload.id)

@@ -1,0 +1,333 @@
+"""The kit-facing HTTP API (docs/kit-api.md): tus uploads, captures, roster and keys down, heartbeats.
+
+Thin: each route checks what HTTP can check (token, headers, sizes), then calls :mod:`centre.uploads`,
+:mod:`centre.rosters` or :mod:`centre.heartbeats` in a worker thread (SQLAlchemy and the store are blocking).
+Every refusal is JSON ``{"error", "detail"}`` with a 4xx status; a failing database or object store is ``503``
+with ``Retry-After`` (the kit tries again), never a ``5xx`` for anything a client sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import heartbeats, rosters, uploads
+from .context import Centre
+from .errors import ApiError
+from .ingest import held
+from .kits import Kit, authenticate
+from .storage import StorageError
+
+TUS_VERSION = "1.0.0"
+BASE = "/api/v1"
+MAX_JSON_BODY = 256 * 1024
+MAX_INT = 2**62
+
+bearer = HTTPBearer(auto_error=False, description="the kit's token from `capturekit centre add-kit NAME`")
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: str
+
+
+class CaptureState(BaseModel):
+    capture_id: str
+    sha256: str
+    status: str = Field(description="stored | refused")
+    reason: str | None = None
+
+
+class KeysBody(BaseModel):
+    sealing_public_keys: list[str]
+    makeup_public_keys: list[str]
+
+
+class Backlog(BaseModel):
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    bundles: int | None = None
+    bytes: int | None = None
+    oldest_pending_age_s: float | None = None
+
+
+class Heartbeat(BaseModel):
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    kit_id: str | None = Field(None, max_length=64)
+    software_version: str | None = Field(None, max_length=100)
+    kit_time: str | None = Field(None, max_length=40, description="ISO 8601")
+    disk_free_mb: float | None = None
+    cpu_temp_c: float | None = None
+    throttled: int | None = None
+    backlog: Backlog | None = None
+    last_shot_at: str | None = Field(None, max_length=40)
+    clock_offset_s: float | None = None
+    camera_failures_since_start: int | None = None
+
+
+class HeartbeatReply(BaseModel):
+    server_time: str
+    received: bool
+
+
+def _centre(request: Request) -> Centre:
+    return request.app.state.centre
+
+
+def kit_of(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Kit:
+    """The authenticated kit (401 otherwise; looked up at every request, so a revoked token fails at once)."""
+    if creds is None:
+        raise ApiError(401, "no_token", "Authorization: Bearer <kit token> is required",
+                       {"WWW-Authenticate": "Bearer"})
+    kit = authenticate(_centre(request).engine, creds.credentials)
+    if kit is None:
+        raise ApiError(401, "bad_token", "unknown or revoked kit token", {"WWW-Authenticate": "Bearer"})
+    return kit
+
+
+def tus_resumable(tus_resumable: Annotated[str | None, Header()] = None) -> None:
+    if tus_resumable != TUS_VERSION:
+        raise ApiError(412, "tus_version", f"Tus-Resumable: {TUS_VERSION} is required",
+                       {"Tus-Version": TUS_VERSION})
+
+
+KitDep = Annotated[Kit, Depends(kit_of)]
+ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (400, 401, 403, 404, 409, 412, 413, 415,
+                                                                            460)}
+router = APIRouter(prefix=BASE)
+
+
+def _tus_headers(centre: Centre) -> dict[str, str]:
+    return {"Tus-Resumable": TUS_VERSION, "Tus-Version": TUS_VERSION,
+            "Tus-Extension": "creation,checksum,termination", "Tus-Checksum-Algorithm": "sha256,sha1",
+            "Tus-Max-Size": str(centre.config.max_upload_bytes)}
+
+
+@router.options("/uploads", status_code=204, responses={204: {"description": "tus capabilities"}})
+def upload_options(request: Request) -> Response:
+    """tus discovery (no token needed: it tells nothing but the protocol)."""
+    return Response(status_code=204, headers=_tus_headers(_centre(request)))
+
+
+def _int_header(name: str, value: str | None, required: bool = True) -> int | None:
+    if value is None:
+        if required:
+            raise ApiError(400, "missing_header", f"{name} is required")
+        return None
+    v = value.strip()
+    if not v.isdigit() or not v.isascii() or int(v) > MAX_INT:
+        raise ApiError(400, "bad_header", f"{name}: a non-negative integer")
+    return int(v)
+
+
+@router.post("/uploads", status_code=201, dependencies=[Depends(tus_resumable)], responses=ERRORS)
+def upload_create(request: Request, kit: KitDep,
+                  upload_length: Annotated[str | None, Header()] = None,
+                  upload_metadata: Annotated[str | None, Header()] = None,
+                  upload_defer_length: Annotated[str | None, Header()] = None) -> Response:
+    """tus creation: a new upload of one bundle's sealed bytes, or "already have it" (201 + confirmation)."""
+    centre = _centre(request)
+    if upload_defer_length is not None:
+        raise ApiError(400, "defer_length_unsupported", "Upload-Defer-Length is not supported: send Upload-Length")
+    length = _int_header("Upload-Length", upload_length)
+    created = uploads.create(centre.engine, kit, length or 0, upload_metadata, centre.config.max_upload_bytes)
+    headers = {"Location": f"{BASE}/uploads/{created.upload_id}", "Tus-Resumable": TUS_VERSION}
+    if created.existing is not None:
+        headers.update({"Upload-Offset": str(created.length), **created.existing.headers()})
+    return Response(status_code=201, headers=headers)
+
+
+def _state_headers(state: uploads.State) -> dict[str, str]:
+    h = {"Upload-Offset": str(state.offset), "Upload-Length": str(state.length), "Cache-Control": "no-store",
+         "Tus-Resumable": TUS_VERSION}
+    if state.stored is not None:
+        h.update(state.stored.headers())
+    return h
+
+
+@router.head("/uploads/{upload_id}", dependencies=[Depends(tus_resumable)], responses=ERRORS)
+def upload_head(request: Request, kit: KitDep, upload_id: str) -> Response:
+    """The upload's offset (resume from there); a complete upload also carries the confirmation headers."""
+    state = uploads.head(_centre(request).engine, kit, upload_id)
+    return Response(status_code=200, headers=_state_headers(state))
+
+
+PATCH_BODY = {"requestBody": {"required": True, "content": {"application/offset+octet-stream": {
+    "schema": {"type": "string", "format": "binary"}}}}}
+
+
+@router.patch("/uploads/{upload_id}", status_code=204, dependencies=[Depends(tus_resumable)],
+              responses=ERRORS, openapi_extra=PATCH_BODY)
+async def upload_patch(request: Request, kit: KitDep, upload_id: str,
+                       upload_offset: Annotated[str | None, Header()] = None,
+                       upload_checksum: Annotated[str | None, Header()] = None,
+                       content_type: Annotated[str | None, Header()] = None,
+                       content_length: Annotated[str | None, Header()] = None) -> Response:
+    """Bytes at ``Upload-Offset``; the last byte is answered only once the capture is verified and durable."""
+    centre = _centre(request)
+    if (content_type or "").split(";")[0].strip().lower() != "application/offset+octet-stream":
+        raise ApiError(415, "bad_content_type", "Content-Type: application/offset+octet-stream")
+    offset = _int_header("Upload-Offset", upload_offset)
+    checksum = uploads.parse_checksum(upload_checksum)
+    row = await run_in_threadpool(uploads.head, centre.engine, kit, upload_id)
+    room = max(row.length - (offset or 0), 0)
+    declared = _int_header("Content-Length", content_length, required=False)
+    if declared is not None and declared > room:
+        raise ApiError(413, "past_upload_length", f"{declared} bytes at {offset} go past Upload-Length {row.length}")
+    body, complete = bytearray(), True
+    try:
+        async for piece in request.stream():
+            body += piece
+            if len(body) > room:
+                raise ApiError(413, "past_upload_length", f"the body goes past Upload-Length {row.length}")
+    except ClientDisconnect:
+        complete = False
+    if not complete and checksum is not None:  # a partial body cannot be checked: nothing of it is kept
+        raise ApiError(400, "body_incomplete", "the connection closed inside a checksummed body: nothing kept")
+    state = await run_in_threadpool(uploads.append, centre.engine, centre.storage, centre.keys.ring, kit,
+                                    upload_id, offset or 0, bytes(body), checksum)
+    headers = {"Upload-Offset": str(state.offset), "Tus-Resumable": TUS_VERSION}
+    if state.stored is not None:
+        headers.update(state.stored.headers())
+    return Response(status_code=204, headers=headers)
+
+
+@router.delete("/uploads/{upload_id}", status_code=204, dependencies=[Depends(tus_resumable)], responses=ERRORS)
+def upload_delete(request: Request, kit: KitDep, upload_id: str) -> Response:
+    """tus termination: an incomplete upload of this kit, with its chunks."""
+    centre = _centre(request)
+    uploads.terminate(centre.engine, centre.storage, kit, upload_id)
+    return Response(status_code=204, headers={"Tus-Resumable": TUS_VERSION})
+
+
+@router.get("/captures/{capture_id}", response_model=CaptureState, responses=ERRORS)
+def capture_state(request: Request, kit: KitDep, capture_id: str) -> CaptureState:
+    """What the centre holds for one of this kit's capture ids (asked before re-uploading after a crash)."""
+    uploads.check_capture_id(capture_id)
+    with _centre(request).engine.connect() as conn:
+        stored = held(conn, capture_id)
+    if stored is None or not capture_id.startswith(f"{kit.name}-"):
+        raise ApiError(404, "no_such_capture", f"the centre holds no capture {capture_id} of kit {kit.name}")
+    return CaptureState(**stored.json())
+
+
+def _etag_matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in tags or f'"{etag}"' in tags
+
+
+@router.get("/roster", responses={**ERRORS, 200: {"description": "capturekit.roster/2 (docs/roster-format.md)",
+                                                  "content": {"application/json": {}}},
+                                  304: {"description": "not modified"}})
+def roster(request: Request, kit: KitDep, if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    """The protected roster of the schools (and their sites) this kit is assigned to; ETag / If-None-Match."""
+    with _centre(request).engine.connect() as conn:
+        etag, family = rosters.roster_etag(conn, kit)
+        headers = {"ETag": f'"{etag}"', "Cache-Control": "no-cache"}
+        if _etag_matches(if_none_match, etag):
+            return Response(status_code=304, headers=headers)
+        doc = rosters.kit_roster(conn, kit, family, etag)
+    return JSONResponse(doc, headers=headers)
+
+
+@router.get("/keys", response_model=KeysBody, responses=ERRORS)
+def keys(request: Request, kit: KitDep) -> KeysBody:
+    """The centre's sealing public keys (new bundles are sealed to the first) and the make-up QR keys."""
+    k = _centre(request).keys
+    return KeysBody(sealing_public_keys=k.sealing_lines, makeup_public_keys=k.makeup_public_keys)
+
+
+@router.post("/heartbeat", response_model=HeartbeatReply, responses=ERRORS)
+def heartbeat(request: Request, kit: KitDep, beat: Heartbeat) -> HeartbeatReply:
+    """A kit's health; the answer's ``server_time`` lets the kit estimate its clock offset."""
+    if beat.kit_id is not None and beat.kit_id != kit.name:
+        raise ApiError(403, "not_your_kit", f"kit {kit.name} cannot report for {beat.kit_id[:64]!r}")
+    heartbeats.record(_centre(request).engine, kit, beat.model_dump(mode="json"))
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+    return HeartbeatReply(server_time=now, received=True)
+
+
+def _error(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+class KitApiMiddleware:
+    """``Tus-Resumable`` on every upload response; request bodies other than PATCH capped at MAX_JSON_BODY."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        is_upload = scope["path"].startswith(f"{BASE}/uploads")
+        received = 0
+
+        async def capped() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_JSON_BODY:
+                    raise ApiError(413, "body_too_large", f"request bodies are at most {MAX_JSON_BODY} bytes")
+            return message
+
+        async def tagged(message: Message) -> None:
+            if message["type"] == "http.response.start" and is_upload:
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"tus-resumable"]
+                message = {**message, "headers": [*headers, (b"tus-resumable", TUS_VERSION.encode())]}
+            await send(message)
+
+        uncapped = scope["method"] == "PATCH" and is_upload
+        await self.app(scope, receive if uncapped else capped, tagged)
+
+
+def create_app(centre: Centre, lifespan: Any = None) -> FastAPI:
+    """The centre's ASGI app (the web pages of issue 15 will mount next to the kit API)."""
+    from . import __version__
+
+    app = FastAPI(title="capturekit centre — kit API", version=__version__, openapi_url="/openapi.json",
+                  docs_url=None, redoc_url=None, lifespan=lifespan,
+                  description="What a kit's sync daemon says to the centre: docs/kit-api.md.")
+    app.state.centre = centre
+
+    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.error, exc.detail, exc.headers)
+
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error(400, "bad_request", f"{where}: {first.get('msg', 'invalid')}"[:300])
+
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), exc.headers)
+
+    async def unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        import logging
+
+        logging.getLogger("capturekit.centre").error("unavailable: %s", str(exc).splitlines()[0][:300])
+        return _error(503, "unavailable", "the centre's database or object store is not answering; try again",
+                      {"Retry-After": "5"})
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(StorageError, unavailable)
+    app.add_exception_handler(OperationalError, unavailable)
+    app.add_exception_handler(DBAPIError, unavailable)
+    app.include_router(router)
+    app.add_middleware(KitApiMiddleware)
+    return app

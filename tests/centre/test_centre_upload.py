@@ -1,0 +1,185 @@
+"""tus uploads into a real centre on loopback: exactly once, confirmed only when durable, opened with the key."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+from centrekit import Tus, make_bundle
+from sqlalchemy import select
+
+from centre.db import bundles, captures, conflicts, upload_chunks, uploads
+
+
+def test_options_tells_the_protocol(centre):
+    r = Tus(centre.url, None).s.options(f"{centre.url}/api/v1/uploads", timeout=10)
+    assert r.status_code == 204
+    assert r.headers["Tus-Version"] == "1.0.0" and r.headers["Tus-Resumable"] == "1.0.0"
+    assert set(r.headers["Tus-Extension"].split(",")) == {"creation", "checksum", "termination"}
+    assert r.headers["Tus-Checksum-Algorithm"] == "sha256,sha1"
+    assert int(r.headers["Tus-Max-Size"]) == 4 * 2**20
+
+
+def test_upload_in_chunks_is_stored_opened_and_confirmed(centre, kit):
+    name, token = kit
+    b = make_bundle(centre.sealing_line, name, photo_size=(800, 600))
+    tus = Tus(centre.url, token)
+    r = tus.create(len(b.sealed), b.metadata())
+    assert r.status_code == 201 and r.headers["Location"].startswith("/api/v1/uploads/")
+    assert "Capturekit-Capture-Id" not in r.headers
+    url, offset = tus.url(r), 0
+    third = len(b.sealed) // 3 + 1
+    for i in range(3):
+        body = b.sealed[offset:offset + third]
+        r = tus.patch(url, offset, body)
+        assert r.status_code == 204, r.text
+        if i < 2:  # nothing confirmed, nothing visible before the last byte
+            assert "Capturekit-Status" not in r.headers
+            assert centre.holds(b.capture_id) is None
+            assert tus.head(url).headers["Upload-Offset"] == r.headers["Upload-Offset"]
+        offset = int(r.headers["Upload-Offset"])
+    assert offset == len(b.sealed)
+    assert r.headers["Capturekit-Capture-Id"] == b.capture_id
+    assert r.headers["Capturekit-Sha256"] == b.sha256
+    assert r.headers["Capturekit-Status"] == "stored"
+    row = centre.holds(b.capture_id)
+    assert row.status == "stored" and row.sha256 == b.sha256
+    st = centre.centre.storage
+    assert hashlib.sha256(st.get(row.object_key)).hexdigest() == b.sha256
+    with centre.centre.engine.connect() as conn:
+        cap = conn.execute(select(captures).where(captures.c.capture_id == b.capture_id)).one()
+        assert not conn.execute(select(upload_chunks).where(upload_chunks.c.upload_id == url.rsplit("/", 1)[1])).all()
+    assert st.get(cap.photo_key) == b.photo and st.get(cap.derivative_key) == b.derivative
+    assert cap.identity_kind == "id_number" and cap.identity_key == "110105200001011234"
+    assert cap.shot == 1 and cap.frame == 1 and cap.verdict == "pass"
+    head = tus.head(url)
+    assert head.status_code == 200 and head.headers["Cache-Control"] == "no-store"
+    assert head.headers["Upload-Offset"] == head.headers["Upload-Length"] == str(len(b.sealed))
+    assert head.headers["Capturekit-Sha256"] == b.sha256
+    got = tus.capture(b.capture_id)
+    assert got.status_code == 200
+    assert got.json() == {"capture_id": b.capture_id, "sha256": b.sha256, "status": "stored", "reason": None}
+
+
+def test_second_upload_of_the_same_capture_is_already_have_it(centre, kit):
+    name, token = kit
+    b = make_bundle(centre.sealing_line, name)
+    tus = Tus(centre.url, token)
+    first = tus.upload(b)
+    assert first.headers["Capturekit-Status"] == "stored"
+    again = tus.create(len(b.sealed), b.metadata())
+    assert again.status_code == 201
+    assert again.headers["Capturekit-Capture-Id"] == b.capture_id and again.headers["Capturekit-Sha256"] == b.sha256
+    assert again.headers["Upload-Offset"] == str(len(b.sealed))
+    with centre.centre.engine.connect() as conn:  # no second upload, no second bundle
+        assert len(conn.execute(select(uploads).where(uploads.c.capture_id == b.capture_id)).all()) == 1
+        assert len(conn.execute(select(bundles).where(bundles.c.capture_id == b.capture_id)).all()) == 1
+    assert tus.head(tus.url(again)).headers["Capturekit-Status"] == "stored"
+
+
+def test_different_bytes_under_a_held_capture_id_are_409_and_flagged(centre, kit):
+    name, token = kit
+    b = make_bundle(centre.sealing_line, name, journal="0badc0de")
+    other = make_bundle(centre.sealing_line, name, journal="0badc0de")  # same id, new photo: other bytes
+    assert other.capture_id == b.capture_id and other.sha256 != b.sha256
+    tus = Tus(centre.url, token)
+    tus.upload(b)
+    r = tus.create(len(other.sealed), other.metadata())
+    assert r.status_code == 409 and r.json()["error"] == "capture_conflict"
+    assert centre.holds(b.capture_id).sha256 == b.sha256  # never overwritten
+    with centre.centre.engine.connect() as conn:
+        flagged = conn.execute(select(conflicts).where(conflicts.c.capture_id == b.capture_id)).all()
+    assert [(f.held_sha256, f.offered_sha256) for f in flagged] == [(b.sha256, other.sha256)]
+
+
+def test_two_uploads_racing_for_one_capture_store_it_once(centre, kit):
+    name, token = kit
+    b = make_bundle(centre.sealing_line, name)
+    tus = Tus(centre.url, token)
+    urls = [tus.url(tus.create(len(b.sealed), b.metadata())) for _ in range(2)]
+    answers = [tus.patch(u, 0, b.sealed) for u in urls]
+    assert [a.status_code for a in answers] == [204, 204]
+    assert {a.headers["Capturekit-Sha256"] for a in answers} == {b.sha256}
+    with centre.centre.engine.connect() as conn:
+        assert len(conn.execute(select(captures).where(captures.c.capture_id == b.capture_id)).all()) == 1
+
+
+def test_a_bundle_that_does_not_open_is_kept_and_reported_refused(centre, kit, tmp_path):
+    from centre.sealing import keygen
+
+    name, token = kit
+    keygen(tmp_path / "foreign")  # sealed to a key this centre does not hold
+    b = make_bundle(next((tmp_path / "foreign").glob("*.pub")).read_text().strip(), name)
+    r = Tus(centre.url, token).upload(b)
+    assert r.headers["Capturekit-Status"] == "refused" and r.headers["Capturekit-Reason"] == "unknown_key"
+    assert r.headers["Capturekit-Sha256"] == b.sha256
+    row = centre.holds(b.capture_id)
+    assert row.status == "refused" and row.reason == "unknown_key"
+    assert centre.centre.storage.get(row.object_key) == b.sealed  # kept for inspection
+    got = Tus(centre.url, token).capture(b.capture_id).json()
+    assert got["status"] == "refused" and got["reason"] == "unknown_key"
+
+
+def test_a_tampered_bundle_is_refused_not_stored_as_a_capture(centre, kit):
+    name, token = kit
+    b = make_bundle(centre.sealing_line, name)
+    bad = bytearray(b.sealed)
+    bad[100] ^= 1
+    h = {**b.header.to_dict(), "sealed_sha256": hashlib.sha256(bytes(bad)).hexdigest()}
+    tus = Tus(centre.url, token)
+    r = tus.create(len(bad), {"capture_id": b.capture_id, "sha256": h["sealed_sha256"], "header": json.dumps(h)})
+    r = tus.patch(tus.url(r), 0, bytes(bad))
+    assert r.status_code == 204 and r.headers["Capturekit-Status"] == "refused"
+    assert r.headers["Capturekit-Reason"] == "not_openable"
+    with centre.centre.engine.connect() as conn:
+        assert not conn.execute(select(captures).where(captures.c.capture_id == b.capture_id)).all()
+
+
+def test_sha1_checksums_are_accepted_and_a_wrong_one_keeps_nothing(centre, kit):
+    name, token = kit
+    b = make_bundle(centre.sealing_line, name)
+    tus = Tus(centre.url, token)
+    url = tus.url(tus.create(len(b.sealed), b.metadata()))
+    half = b.sealed[:1000]
+    wrong = "sha1 " + base64.b64encode(hashlib.sha1(b"not this").digest()).decode()
+    r = tus.patch(url, 0, half, wrong)
+    assert r.status_code == 460 and r.json()["error"] == "checksum_mismatch"
+    assert tus.head(url).headers["Upload-Offset"] == "0"
+    right = "sha1 " + base64.b64encode(hashlib.sha1(half).digest()).decode()
+    assert tus.patch(url, 0, half, right).headers["Upload-Offset"] == "1000"
+    r = tus.patch(url, 1000, b.sealed[1000:])
+    assert r.headers["Capturekit-Status"] == "stored"
+
+
+def test_resume_from_the_offset_after_a_lost_answer(centre, kit):
+    name, token = kit
+    b = make_bundle(centre.sealing_line, name)
+    tus = Tus(centre.url, token)
+    url = tus.url(tus.create(len(b.sealed), b.metadata()))
+    assert tus.patch(url, 0, b.sealed[:500]).status_code == 204
+    again = tus.patch(url, 0, b.sealed[:500])  # the kit did not see the answer and sends the chunk again
+    assert again.status_code == 409 and again.headers["Upload-Offset"] == "500"
+    offset = int(tus.head(url).headers["Upload-Offset"])
+    r = tus.patch(url, offset, b.sealed[offset:])
+    assert r.headers["Capturekit-Status"] == "stored"
+    final_again = tus.patch(url, len(b.sealed), b"")  # the last answer lost too: ask again, same confirmation
+    assert final_again.status_code == 204 and final_again.headers["Capturekit-Sha256"] == b.sha256
+
+
+def test_termination_removes_an_incomplete_upload_and_its_chunks(centre, kit):
+    name, token = kit
+    b = make_bundle(centre.sealing_line, name)
+    tus = Tus(centre.url, token)
+    url = tus.url(tus.create(len(b.sealed), b.metadata()))
+    tus.patch(url, 0, b.sealed[:700])
+    upload_id = url.rsplit("/", 1)[1]
+    with centre.centre.engine.connect() as conn:
+        keys = [r.object_key for r in conn.execute(select(upload_chunks).where(upload_chunks.c.upload_id == upload_id))]
+    assert keys and all(centre.centre.storage.exists(k) for k in keys)
+    assert tus.delete(url).status_code == 204
+    assert tus.head(url).status_code == 404
+    assert not any(centre.centre.storage.exists(k) for k in keys)
+    done = tus.upload(b)
+    assert tus.delete(tus.base + "/api/v1/uploads/" + centre.holds(b.capture_id).upload_id).status_code == 403
+    assert done.headers["Capturekit-Status"] == "stored"
