@@ -133,6 +133,8 @@ class Centre:
                  chunk_bytes: int = 4 * 2**20, bandwidth_bps: float = 0.0, ca_file: str = "",
                  on_progress: Callable[[int], None] | None = None) -> None:
         self.base = url.rstrip("/")
+        parts = requests.compat.urlparse(self.base)
+        self.origin = f"{parts.scheme}://{parts.netloc}"  # upload paths (from Location) are joined to this
         self.session = requests.Session()
         self.session.headers.update({"Authorization": f"Bearer {token}", "User-Agent": "capturekit-sync"})
         if ca_file:
@@ -160,7 +162,7 @@ class Centre:
             raise Throttled(f"{method} {path}: {resp.status_code}", _retry_after(resp))
         if resp.status_code == 401:
             raise AuthFailed(f"{method} {path}: 401 {_reason(resp)}")
-        if 300 <= resp.status_code < 400:
+        if 300 <= resp.status_code < 400 and resp.status_code != 304:
             raise Unreachable(f"{method} {path}: redirected to {resp.headers.get('Location', '?')} (captive portal?)")
         if resp.status_code >= 500:
             raise CentreError(f"{method} {path}: {resp.status_code} {_reason(resp)}")
@@ -218,12 +220,14 @@ class Centre:
                           "capture_conflict")
         if resp.status_code != 201 or "Location" not in resp.headers:
             raise self._unexpected(resp, f"create {bundle.capture_id}", expected="201 with a Location")
-        url = requests.compat.urljoin(self.base + "/", resp.headers["Location"])
-        return url, self._confirmation(resp, bundle)
+        # keep the path only: the upload lives in the centre's database and store, so any centre process
+        # (another address behind the same name, a fail-over) resumes it
+        path = requests.compat.urlparse(requests.compat.urljoin(self.base + "/", resp.headers["Location"])).path
+        return path, self._confirmation(resp, bundle)
 
     def offset(self, url: str) -> int | None:
         """The centre's offset of an upload, or None if it no longer knows it (start again)."""
-        resp = self._request("HEAD", url, headers=TUS)
+        resp = self._request("HEAD", self.origin + url, headers=TUS)
         if resp.status_code in (403, 404, 410) and resp.headers.get("Tus-Resumable"):
             return None  # (a HEAD has no body: the tus header tells the centre's answer from a portal's)
         try:
@@ -247,7 +251,7 @@ class Centre:
                 fh.seek(bundle.offset + offset)
                 digest = hashlib.sha256(fh.read(n)).digest()
             body = _Region(bundle.path, bundle.offset + offset, n, self.bandwidth_bps, self.on_progress)
-            resp = self._request("PATCH", url, data=body, headers={
+            resp = self._request("PATCH", self.origin + url, data=body, headers={
                 **TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": str(offset),
                 "Upload-Checksum": f"sha256 {base64.b64encode(digest).decode()}"})
             if resp.status_code == 409 and _centre_error(resp):  # our offset is stale (a cut PATCH kept part)

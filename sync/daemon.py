@@ -300,6 +300,7 @@ class SyncDaemon:
 
     # ---- heartbeats and roster
     def heartbeat(self) -> None:
+        self.scan()  # every bundle in the outbox has its row: the backlog reported is the outbox's
         backlog = self.state.backlog()
         oldest = backlog["oldest_pending_at"]
         now = dt.datetime.now().astimezone()
