@@ -55,11 +55,14 @@ def _report(cfg: Config, conn: sqlite3.Connection, deep: bool) -> dict[str, Any]
         uploads = dict(q("SELECT status, COUNT(*) FROM uploads GROUP BY status").fetchall()) if _has(
             q, "uploads") else {}
         sync = _sync(q) if _has(q, "sync_state") else {}
+        confirmed_ids = {r[0] for r in q("SELECT capture_id FROM uploads WHERE status = 'confirmed'")} if _has(
+            q, "uploads") else set()
     finally:
         conn.close()
     spool = Spool(cfg.data_path / "spool", create=False)
     ids = spool.bundle_ids() if spool.outbox.is_dir() else []
     pending = len(ids)
+    kept = sum(cid in confirmed_ids for cid in ids)
     damaged = {cid: why for cid in ids if (why := spool.check(cid, deep=deep))}
     damaged.update({cid: why for cid, why in scrubbed.items() if cid in ids and cid not in damaged})
     strays = spool.strays() if spool.outbox.is_dir() else []
@@ -83,8 +86,8 @@ def _report(cfg: Config, conn: sqlite3.Connection, deep: bool) -> dict[str, Any]
         f"  shots this session: {sum(shots.values())} ({counts(shots)})",
         f"  frames: {counts(frames)}",
         f"  last shot number on this kit: {last} ({counts(kit_total)})",
-        f"  outbox: {pending} bundles waiting for sync; roster: {report['roster_students']} students;"
-        f" disk free: {report['disk_free_mb']} MB",
+        f"  outbox: {pending} sealed bundles ({kept} of them confirmed by the centre, kept until"
+        f" purged); roster: {report['roster_students']} student keys; disk free: {report['disk_free_mb']} MB",
     ]
     if uploads or purged:
         lines.append(f"  uploads: {counts(uploads)}; purged after confirmation: {purged}")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up and run a simulated classroom (simulated devices, real journal, real JPEG bundles, embedded defaults).
+# The whole path, on embedded defaults: set up (apt + venv + pip), then a simulated classroom on a kit syncs its
+# sealed photos to a local centre, which exports the print bureau's folder; every photo is checked against the kit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/capturekit simulate --students "${STUDENTS:-60}" "$@"
+exec .venv/bin/python scripts/demo.py --students "${STUDENTS:-60}" "$@"
