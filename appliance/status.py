@@ -91,7 +91,7 @@ def _report(cfg: Config, conn: sqlite3.Connection, deep: bool) -> dict[str, Any]
     ]
     if uploads or purged:
         lines.append(f"  uploads: {counts(uploads)}; purged after confirmation: {purged}")
-    if sync:
+    if sync and (sync["last_contact"] or sync["last_error"] or uploads):
         lines.append(f"  sync: backlog {sync['backlog']} bundles, oldest pending since {sync['oldest_pending'] or '-'};"
                      f" last confirmed {sync['last_confirmed'] or '-'}; centre last reached"
                      f" {sync['last_contact'] or 'never'}" + (f"; last error {sync['last_error']}"

@@ -35,7 +35,7 @@ def test_roster_load_status_and_sessions(tmp_path):
     assert "no journal" in cli(tmp_path, "status").stdout
     assert "session 1 opened" in cli(tmp_path, "session", "new", "--school", "10001").stdout
     out = cli(tmp_path, "status")
-    assert "session 1" in out.stdout and "roster: 20 students" in out.stdout
+    assert "session 1" in out.stdout and "roster: 20 student keys" in out.stdout
     assert "session 1 closed" in cli(tmp_path, "session", "close").stdout
 
 
