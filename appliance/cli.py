@@ -77,6 +77,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     daemon = Daemon(cfg, build_devices(cfg), assess=build_assessor(cfg))
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())  # before "ready": a stop is never lost
+    signal.signal(signal.SIGINT, lambda *_: daemon.stop())
     control = None
     try:
         try:
@@ -92,8 +94,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         daemon.start_scrub()
         control = ControlServer(cfg.control_path, daemon, daemon.lock)
         control.start()
-        signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
-        signal.signal(signal.SIGINT, lambda *_: daemon.stop())
         return daemon.run()
     finally:
         if control:
