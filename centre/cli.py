@@ -175,6 +175,62 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 1 if r.problems else 0
 
 
+def _password(args: argparse.Namespace) -> str:
+    """The new password: from --password-file, else stdin when it is not a terminal, else asked twice."""
+    import getpass
+
+    from .errors import CentreError
+
+    if args.password_file:
+        return Path(args.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first, second = getpass.getpass("password: "), getpass.getpass("again: ")
+    if first != second:
+        raise CentreError("the two passwords differ")
+    return first
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from .accounts import add_user, parse_roles
+    from .errors import CentreError
+
+    if bool(args.school) == bool(args.roles):
+        raise CentreError("give --roles viewer,operator,exporter (staff) or --school CODE (a school's contact)")
+    roles = parse_roles(args.roles) if args.roles else None
+    engine = _centre(args).engine
+    u = add_user(engine, args.name, _password(args), kind="school" if args.school else "staff", roles=roles,
+                 school=args.school, display_name=args.display_name)
+    what = f"contact of school {u.school_code}" if u.school_code else f"staff: {', '.join(sorted(u.roles))}"
+    print(f"user {u.username} added ({what})")
+    return 0
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    from .accounts import list_users
+
+    _table(["user", "kind", "roles / school", "active", "name"],
+           [[u.username, u.kind, ",".join(sorted(u.roles)) or u.school_code or "-", "yes" if active else "no",
+             u.display_name] for u, active in list_users(_centre(args).engine)])
+    return 0
+
+
+def cmd_user_passwd(args: argparse.Namespace) -> int:
+    from .accounts import set_password
+
+    set_password(_centre(args).engine, args.name, _password(args))
+    print(f"user {args.name}: password changed (their sessions ended)")
+    return 0
+
+
+def cmd_user_active(args: argparse.Namespace) -> int:
+    from .accounts import set_active
+
+    set_active(_centre(args).engine, args.name, args.enable)
+    print(f"user {args.name} {'enabled' if args.enable else 'disabled (their sessions ended)'}")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     centre = sub.add_parser("centre", help="the centre: keys, server, kits, schools, rosters, exports",
                             description="The centre's commands (docs/centre.md).")
@@ -231,6 +287,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     sp = add("export", cmd_export, "write the print bureau's delivery folder (docs/delivery-format.md)")
     sp.add_argument("school")
     sp.add_argument("dir")
+    user = csub.add_parser("user", help="web accounts: staff (viewer/operator/exporter) and school contacts")
+    usub = user.add_subparsers(dest="user_cmd", required=True)
+    sp = add("add", cmd_user_add, "add a web account; the password comes from --password-file, stdin or a prompt",
+             usub)
+    sp.add_argument("name")
+    sp.add_argument("--roles", help="staff roles, comma-separated: viewer, operator, exporter")
+    sp.add_argument("--school", help="school code: the account is that school's contact (one per school)")
+    sp.add_argument("--display-name", default="", help="shown on the pages")
+    sp.add_argument("--password-file", help="read the password from this file")
+    add("list", cmd_user_list, "every web account", usub)
+    sp = add("passwd", cmd_user_passwd, "set a new password (ends the account's sessions)", usub)
+    sp.add_argument("name")
+    sp.add_argument("--password-file", help="read the password from this file")
+    for name, enable, text in (("enable", True, "let an account log in again"),
+                               ("disable", False, "stop an account from logging in (ends its sessions)")):
+        sp = add(name, cmd_user_active, text, usub)
+        sp.add_argument("name")
+        sp.set_defaults(enable=enable)
 
 
 if __name__ == "__main__":

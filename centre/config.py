@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import ConfigError, build
+from appliance.protect import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT
 
 DEFAULT_PATH = Path("/etc/capturekit/centre.toml")
 ENV_PATH = "CAPTUREKIT_CENTRE_CONFIG"
@@ -37,6 +38,16 @@ class CentreConfig:
     makeup_public_keys: tuple[str, ...] = ()  # base64 Ed25519 keys kits verify make-up QR codes with
     max_upload_bytes: int = 64 * 2**20  # Tus-Max-Size: one sealed bundle (a 12 MP photo is ~5 MB)
     log_level: str = "INFO"
+    # the web pages (centre/web, docs/centre.md "Web pages")
+    makeup_signing_key: str = ""  # Ed25519 seed file (python -m centre.makeup_qr keygen); empty: no make-up form
+    secure_cookies: str = "auto"  # auto: Secure when the request came over https; always; never
+    public_url: str = ""  # base URL on the schools' posters (https://centre.example.org); empty: the request's
+    timezone: str = "Asia/Shanghai"  # the wall-clock times of shoot slots and make-up sessions
+    session_hours: float = 12.0  # a staff or school login lasts this long
+    max_form_bytes: int = 32 * 2**20  # a roster or errata upload through the web
+    exports_dir: str = ""  # empty: <data_dir>/exports (the folders web exports write; shared storage at scale)
+    new_school_argon2_opslimit: int = DEFAULT_OPSLIMIT  # roster key cost of schools added on the web page
+    new_school_argon2_memlimit_kib: int = DEFAULT_MEMLIMIT // 1024
 
     @property
     def data_path(self) -> Path:
@@ -47,12 +58,26 @@ class CentreConfig:
         return Path(self.keys_dir)
 
     @property
+    def exports_path(self) -> Path:
+        return Path(self.exports_dir) if self.exports_dir else self.data_path / "exports"
+
+    @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_path / 'centre.sqlite'}"
 
     @property
     def objects_url(self) -> str:
         return self.storage_url or f"file://{self.data_path / 'objects'}"
+
+
+def _zone_ok(name: str) -> bool:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _check(cfg: CentreConfig) -> None:
@@ -66,6 +91,13 @@ def _check(cfg: CentreConfig) -> None:
         (not cfg.storage_url.startswith("s3://") or len(cfg.storage_url) > len("s3://"),
          "storage_url: s3:// needs a bucket name"),
         (bool(cfg.data_dir), "data_dir: must not be empty"),
+        (cfg.secure_cookies in ("auto", "always", "never"),
+         f"secure_cookies: must be auto, always or never, got {cfg.secure_cookies!r}"),
+        (_zone_ok(cfg.timezone), f"timezone: not a time zone name (Asia/Shanghai, UTC, …): {cfg.timezone!r}"),
+        (cfg.session_hours > 0, f"session_hours: must be positive, got {cfg.session_hours}"),
+        (cfg.max_form_bytes >= 1024, f"max_form_bytes: must be at least 1024, got {cfg.max_form_bytes}"),
+        (not cfg.public_url or cfg.public_url.startswith(("http://", "https://")),
+         "public_url: must start with https:// (or http://)"),
         (cfg.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
          f"log_level: must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {cfg.log_level!r}"),
     ]

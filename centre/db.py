@@ -9,6 +9,13 @@ Rosters: ``schools`` (``parent_id``: a joint-programme site reports through its 
 student in clear and in the protected form of the school's roster key). ``kit_schools`` assigns kits to
 schools; ``heartbeats`` keeps the history, ``kits.last_heartbeat`` the latest.
 
+The web pages (``centre/web``) add: ``users`` (staff and school contacts), ``web_sessions``, ``throttle`` (login
+and form rate limits, shared by every process), ``access_log`` (who saw or exported which student's photo),
+``shoot_rates`` + ``plan_slots`` (the shoot plan, §一), ``makeup_phases``, ``makeup_hours``, ``makeup_sessions`` and
+``makeup_registrations`` (§四), ``errata`` (§五) and ``web_jobs`` (exports and roster loads in the background).
+None of them has a foreign key to ``students``: a roster load replaces those rows, and what was filed about a
+student keeps a copy of who it was (school, key, student number, name, class).
+
 The schema changes only through migrations (``centre/migrations``, Alembic, run by :func:`migrate`).
 """
 
@@ -21,6 +28,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Engine,
     ForeignKey,
@@ -97,6 +105,7 @@ student_keys = Table(
     UniqueConstraint("school_id", "kind", "key"),
     Index(None, "kind", "key"),
     Index(None, "kind", "protected"),
+    Index(None, "student_id", "kind", "key"),  # index-only: a student's keys (missing list, tally)
 )
 
 kits = Table(
@@ -192,6 +201,8 @@ captures = Table(
     _ts("received_at"),
     Index(None, "identity_kind", "identity_key"),
     Index(None, "kit_id", "received_at"),
+    Index(None, "identity_kind", "identity_key", "kind"),  # index-only: "has this student a stored capture"
+    Index(None, "received_at"),  # the board's tally reads what arrived since its last pass (centre/tally.py)
 )
 
 conflicts = Table(
@@ -215,6 +226,195 @@ heartbeats = Table(
     Column("clock_offset_s", String(30), nullable=True),
     Column("payload", Text, nullable=False),
     Index(None, "kit_id", "received_at"),
+)
+
+
+# ---- the web pages (issue 15)
+
+users = Table(
+    "users", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("password_hash", String(200), nullable=False),  # argon2-cffi's encoded hash
+    Column("display_name", String(200), nullable=False, default=""),
+    Column("kind", String(10), nullable=False),  # staff | school
+    Column("roles", String(100), nullable=False, default=""),  # staff: viewer,operator,exporter (any of them)
+    Column("school_id", Integer, ForeignKey("schools.id"), nullable=True, unique=True),  # one contact per school
+    Column("active", Boolean, nullable=False, default=True),
+    _ts("created_at"),
+    _ts("last_login_at", nullable=True),
+)
+
+web_sessions = Table(
+    "web_sessions", metadata,
+    Column("id", String(64), primary_key=True),  # SHA-256 hex of the cookie's token
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("csrf", String(64), nullable=False),
+    _ts("created_at"),
+    _ts("expires_at"),
+    Index(None, "expires_at"),
+)
+
+throttle = Table(
+    "throttle", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("bucket", String(120), nullable=False),  # e.g. login-user:<name>, makeup-ip:<address>
+    _ts("at"),
+    Index(None, "bucket", "at"),
+    Index(None, "at"),
+)
+
+access_log = Table(
+    "access_log", metadata,
+    Column("id", Integer, primary_key=True),
+    _ts("at"),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("action", String(30), nullable=False),  # view_photo | view_thumb | export | export_download
+    Column("school_id", Integer, ForeignKey("schools.id"), nullable=True),
+    Column("student_id", Integer, nullable=True),  # at the time (roster loads replace students)
+    Column("student", String(300), nullable=False, default=""),  # who, as the roster said then
+    Column("capture_id", String(120), nullable=True),
+    Column("detail", String(300), nullable=False, default=""),
+    Index(None, "at"),
+    Index(None, "user_id", "at"),
+    Index(None, "school_id", "at"),
+)
+
+shoot_rates = Table(
+    "shoot_rates", metadata,
+    Column("code", String(30), primary_key=True),  # full_time | correspondence | …
+    Column("name_zh", String(100), nullable=False),
+    Column("name_en", String(100), nullable=False),
+    Column("per_hour_min", Integer, nullable=False),
+    Column("per_hour_max", Integer, nullable=False),
+)
+
+plan_slots = Table(
+    "plan_slots", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("school_id", Integer, ForeignKey("schools.id"), nullable=False),
+    Column("group_kind", String(10), nullable=False),  # class | major
+    Column("group_name", String(200), nullable=False),
+    Column("starts_at", DateTime, nullable=False),  # wall-clock time in the centre's `timezone`
+    Column("minutes", Integer, nullable=False, default=60),
+    Column("kit_id", Integer, ForeignKey("kits.id"), nullable=True),
+    Column("rate_code", String(30), ForeignKey("shoot_rates.code"), nullable=False),
+    Column("place", String(200), nullable=False, default=""),
+    Column("created_by", Integer, ForeignKey("users.id"), nullable=True),
+    _ts("created_at"),
+    Index(None, "starts_at"),
+    Index(None, "school_id", "starts_at"),
+    Index(None, "kit_id", "starts_at"),
+)
+
+makeup_phases = Table(
+    "makeup_phases", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("starts_on", Date, nullable=False),
+    Column("ends_on", Date, nullable=False),
+    _ts("created_at"),
+)
+
+makeup_hours = Table(
+    "makeup_hours", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("starts", String(5), nullable=False),  # "08:30"
+    Column("ends", String(5), nullable=False),  # "11:30"
+)
+
+makeup_sessions = Table(
+    "makeup_sessions", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("phase_id", Integer, ForeignKey("makeup_phases.id", ondelete="CASCADE"), nullable=True, index=True),
+    Column("day", Date, nullable=False),
+    Column("starts", String(5), nullable=False),
+    Column("ends", String(5), nullable=False),
+    Column("place", String(200), nullable=False, default=""),
+    Column("capacity", Integer, nullable=False, default=100),
+    Column("school_id", Integer, ForeignKey("schools.id"), nullable=True),  # None: open to every school
+    _ts("created_at"),
+    Index(None, "day"),
+)
+
+makeup_registrations = Table(
+    "makeup_registrations", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("session_id", Integer, ForeignKey("makeup_sessions.id"), nullable=False, index=True),
+    Column("school_id", Integer, ForeignKey("schools.id"), nullable=False),
+    Column("identity_kind", String(20), nullable=False),
+    Column("identity_key", String(200), nullable=False),
+    Column("student", String(300), nullable=False, default=""),  # class, student number, name at registration
+    Column("code_id", String(12), nullable=False, unique=True),  # the CKM1 code id (hex), for revocation
+    _ts("issued_at"),
+    _ts("expires_at"),
+    _ts("replaced_at", nullable=True),  # a later registration of the same student
+    Index(None, "school_id", "identity_kind", "identity_key"),
+)
+
+errata = Table(
+    "errata", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("school_id", Integer, ForeignKey("schools.id"), nullable=False),
+    Column("filed_by", Integer, ForeignKey("users.id"), nullable=False),
+    Column("kind", String(20), nullable=False),  # data | photo_wrong | photo_missing | photo_damaged
+    Column("student_ref", String(200), nullable=False, default=""),  # student number or key, as filed
+    Column("student", String(300), nullable=False, default=""),  # class and name, as the roster said
+    Column("capture_id", String(120), nullable=True),
+    Column("field", String(40), nullable=False, default=""),
+    Column("wrong_value", Text, nullable=False, default=""),
+    Column("right_value", Text, nullable=False, default=""),
+    Column("note", Text, nullable=False, default=""),
+    Column("status", String(20), nullable=False, default="new"),
+    Column("staff_note", Text, nullable=False, default=""),
+    Column("handled_by", Integer, ForeignKey("users.id"), nullable=True),
+    _ts("created_at"),
+    _ts("updated_at"),
+    Index(None, "status", "created_at"),
+    Index(None, "school_id", "created_at"),
+)
+
+# the live board's tally (centre/tally.py): per student the number of stored captures, per school the sums
+student_shots = Table(
+    "student_shots", metadata,
+    Column("student_id", Integer, primary_key=True),  # students.id (no foreign key: roster loads replace them)
+    Column("school_id", Integer, nullable=False),
+    Column("captures", Integer, nullable=False),
+    Index(None, "school_id", "captures"),
+)
+
+tally_schools = Table(
+    "tally_schools", metadata,
+    Column("school_id", Integer, primary_key=True),
+    Column("roster_version_id", Integer, nullable=True),  # the roster the tally was built from
+    Column("students", Integer, nullable=False, default=0),
+    Column("shot", Integer, nullable=False, default=0),
+    Column("retakes", Integer, nullable=False, default=0),
+    _ts("rebuilt_at"),
+)
+
+tally_state = Table(
+    "tally_state", metadata,
+    Column("id", Integer, primary_key=True),  # one row
+    _ts("counted_until", nullable=True),  # captures received before this (less the overlap) are counted
+)
+
+web_jobs = Table(
+    "web_jobs", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(10), nullable=False),  # export | roster
+    Column("school_id", Integer, ForeignKey("schools.id"), nullable=False),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("status", String(10), nullable=False, default="queued"),  # queued | running | done | failed
+    Column("total", Integer, nullable=False, default=0),
+    Column("done", Integer, nullable=False, default=0),
+    Column("result", Text, nullable=False, default="{}"),  # JSON: the export's report, the roster's counts
+    Column("error", Text, nullable=False, default=""),
+    _ts("created_at"),
+    _ts("updated_at"),
+    _ts("finished_at", nullable=True),
+    Index(None, "kind", "created_at"),
+    Index(None, "school_id", "created_at"),
 )
 
 

@@ -6,6 +6,7 @@ import base64
 import binascii
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .config import CentreConfig
 from .errors import CentreError
@@ -17,6 +18,7 @@ class Keys:
     ring: KeyRing
     sealing_lines: list[str]  # "<key_id>:<base64>", the one new bundles are sealed to first
     makeup_public_keys: list[str]
+    makeup_signing: Any = None  # nacl SigningKey from `makeup_signing_key` (the web's make-up form), or None
 
 
 def no_key_message(directory: Path) -> str:
@@ -47,4 +49,16 @@ def load_keys(cfg: CentreConfig) -> Keys:
             ok = False
         if not ok:
             raise CentreError(f"makeup_public_keys[{i}]: not a base64 Ed25519 public key (32 bytes)")
-    return Keys(ring, lines, list(cfg.makeup_public_keys))
+    makeup = list(cfg.makeup_public_keys)
+    signing = None
+    if cfg.makeup_signing_key:
+        from .makeup_qr import load_signing_key, public_key_b64
+
+        try:
+            signing = load_signing_key(Path(cfg.makeup_signing_key))
+        except (OSError, ValueError, binascii.Error) as exc:
+            raise CentreError(f"makeup_signing_key {cfg.makeup_signing_key}: {exc} (make one with"
+                              " `python -m centre.makeup_qr keygen --out FILE`)") from None
+        public = public_key_b64(signing)
+        makeup = [public, *[k for k in makeup if k != public]]  # the key codes are issued with comes first
+    return Keys(ring, lines, makeup, signing)

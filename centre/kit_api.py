@@ -295,7 +295,7 @@ class KitApiMiddleware:
 
 
 def create_app(centre: Centre, lifespan: Any = None) -> FastAPI:
-    """The centre's ASGI app (the web pages of issue 15 will mount next to the kit API)."""
+    """The centre's ASGI app: the kit API, and the web pages (``centre.web``) mounted next to it."""
     from . import __version__
 
     app = FastAPI(title="capturekit centre — kit API", version=__version__, openapi_url="/openapi.json",
@@ -330,4 +330,7 @@ def create_app(centre: Centre, lifespan: Any = None) -> FastAPI:
     app.add_exception_handler(DBAPIError, unavailable)
     app.include_router(router)
     app.add_middleware(KitApiMiddleware)
+    from .web import mount
+
+    mount(app, centre)  # every path outside /api/ and /openapi.json: the web pages
     return app

@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 
 apt_pkgs=(python3-venv python3-dev gcc swig libpcsclite-dev pcscd)
 case "${1:-}" in
-  --test) apt_pkgs+=(vsmartcard-vpcd pcsc-tools postgresql); extra=(".[centre,test]") ;;
+  # chromium: the centre's browser tests (Playwright drives Debian's browser, never one it downloads);
+  # fonts-wqy-microhei: Chinese text in its screenshots
+  --test) apt_pkgs+=(vsmartcard-vpcd pcsc-tools postgresql chromium fonts-wqy-microhei); extra=(".[centre,test]") ;;
   --kit) extra=(".") ;;
   "") extra=(".[centre]") ;;
   *) echo "usage: scripts/setup.sh [--kit | --test]" >&2; exit 2 ;;
