@@ -401,7 +401,7 @@ class Daemon:
             except Exception:  # the devices must still show FAULT; the journal may be what failed
                 log.exception("while signalling the storage fault")
 
-    def settle(self, limit: float = 30.0) -> None:
+    def settle(self, limit: float = 120.0) -> None:
         """Process everything queued, waiting for in-flight captures (simulator and tests)."""
         while True:
             while not self.queue.empty():
