@@ -145,7 +145,7 @@ class SyncConfig:
     ca_file: str = ""  # PEM bundle of a private centre CA ("" = the system's)
     connect_timeout_s: float = 10.0
     inactivity_timeout_s: float = 30.0  # no byte moved for this long = a dead link (never a total-time limit)
-    chunk_bytes: int = 4 * 2**20  # one tus PATCH; an interrupted one resumes from the centre's offset
+    chunk_bytes: int = 8 * 2**20  # one tus PATCH: most bundles in one; an interrupted one resumes from the offset
     rescan_s: float = 60.0  # full outbox rescan (inotify can drop events: the rescan is the truth)
     heartbeat_s: float = 60.0
     roster_s: float = 300.0

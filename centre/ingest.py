@@ -126,21 +126,24 @@ def finalize(engine: Engine, storage: Storage, keys: KeyRing, upload: Any, data:
         raise ApiError(460, "checksum_mismatch", f"the {len(data)} bytes received have SHA-256 {sha}, the metadata"
                        f" says {upload.sha256}: upload discarded, start again")
     capture_id = upload.capture_id
-    sealed_key = f"bundles/{capture_id}/{sha}.sealed"
+    # one directory per kit, not per capture: every new directory costs its own fsyncs (and a kit's season
+    # is a few thousand files); the SHA-256 in the name keeps two contents of one id apart
+    where = f"k{upload.kit_id}/{capture_id}"
+    sealed_key = f"bundles/{where}.{sha}.sealed"
     storage.put(sealed_key, data)
     header = json.loads(upload.header)
     status, reason, detail, opened = "stored", None, None, None
     try:
-        opened = open_bundle(header, data, keys)
+        opened = open_bundle(header, data, keys, sealed_sha256=sha)
     except BundleRefused as exc:
         status, reason, detail = "refused", exc.reason, exc.detail
         log.warning("capture %s refused: %s", capture_id, exc)
     photo_key = deriv_key = None
     if opened is not None:
-        photo_key = f"photos/{capture_id}/{hashlib.sha256(opened.photo).hexdigest()}.jpg"
+        photo_key = f"photos/{where}.{opened.photo_sha256}.jpg"
         storage.put(photo_key, opened.photo)
         if opened.derivative:
-            deriv_key = f"derivatives/{capture_id}/{hashlib.sha256(opened.derivative).hexdigest()}.jpg"
+            deriv_key = f"derivatives/{where}.{opened.derivative_sha256}.jpg"
             storage.put(deriv_key, opened.derivative)
     for attempt in (1, 2):  # a second try only after another process inserted the same capture id first
         try:

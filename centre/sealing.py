@@ -45,6 +45,8 @@ class Opened:
     record: dict[str, Any]
     photo: bytes
     derivative: bytes | None
+    photo_sha256: str = ""  # checked against the record: the caller need not hash again
+    derivative_sha256: str | None = None
 
 
 def keygen(out: Path) -> tuple[str, Path, Path]:
@@ -88,15 +90,19 @@ class KeyRing:
         return [str(CentreKey(k, bytes(v.public_key))) for k, v in self.keys.items()]
 
 
-def open_bundle(header: Header | dict[str, Any], sealed: bytes, keys: KeyRing) -> Opened:
-    """Verify and open one bundle (its clear header and its sealed bytes), or raise BundleRefused."""
+def open_bundle(header: Header | dict[str, Any], sealed: bytes, keys: KeyRing,
+                sealed_sha256: str | None = None) -> Opened:
+    """Verify and open one bundle (its clear header and its sealed bytes), or raise BundleRefused.
+
+    ``sealed_sha256``: the SHA-256 of ``sealed`` when the caller has just computed it (the centre's ingest), so
+    the bytes are not hashed a second time; it is still compared with the header's."""
     try:
         h = header if isinstance(header, Header) else Header.from_dict(header)
     except BundleFormatError as exc:
         raise BundleRefused(exc.reason, str(exc)) from None
     if len(sealed) != h.sizes["sealed"]:
         raise BundleRefused("truncated", f"{len(sealed)} sealed bytes, the header says {h.sizes['sealed']}")
-    if hashlib.sha256(sealed).hexdigest() != h.sealed_sha256:
+    if (sealed_sha256 or hashlib.sha256(sealed).hexdigest()) != h.sealed_sha256:
         raise BundleRefused("sha256_mismatch", "the sealed bytes do not match the header's SHA-256")
     key = keys.keys.get(h.key_id)
     if key is None:
@@ -111,12 +117,14 @@ def open_bundle(header: Header | dict[str, Any], sealed: bytes, keys: KeyRing) -
         raise BundleRefused(exc.reason, str(exc)) from None
     if record.get("header") != h.identifying():
         raise BundleRefused("header_mismatch", "the clear header does not match the sealed record")
-    if hashlib.sha256(photo).hexdigest() != (record.get("photo") or {}).get("sha256"):
+    photo_sha = hashlib.sha256(photo).hexdigest()
+    if photo_sha != (record.get("photo") or {}).get("sha256"):
         raise BundleRefused("photo_sha256_mismatch", "the photo does not match its SHA-256")
     deriv = record.get("derivative")
-    if bool(deriv) != bool(derivative) or (deriv and hashlib.sha256(derivative).hexdigest() != deriv.get("sha256")):
+    deriv_sha = hashlib.sha256(derivative).hexdigest() if derivative else None
+    if bool(deriv) != bool(derivative) or (deriv and deriv_sha != deriv.get("sha256")):
         raise BundleRefused("derivative_sha256_mismatch", "the derivative does not match its record")
-    return Opened(h, record, photo, derivative or None)
+    return Opened(h, record, photo, derivative or None, photo_sha, deriv_sha)
 
 
 def open_bundle_file(path: Path, keys: KeyRing) -> Opened:

@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,6 +209,16 @@ def append(engine: Engine, storage: Storage, keys: KeyRing, kit: Kit, upload_id:
         chunks = conn.execute(select(upload_chunks.c.offset, upload_chunks.c.length, upload_chunks.c.object_key)
                               .where(upload_chunks.c.upload_id == upload_id)
                               .order_by(upload_chunks.c.offset)).all()
+    with _FINALIZING:  # bounded: each holds a few copies of a bundle in memory (flat RSS under 50 kits)
+        return _assemble(engine, storage, keys, row, upload_id, chunks, body)
+
+
+# at most this many uploads are being assembled, verified and opened at once in one process
+_FINALIZING = threading.BoundedSemaphore(2)
+
+
+def _assemble(engine: Engine, storage: Storage, keys: KeyRing, row: Any, upload_id: str, chunks: list,
+              body: bytes) -> State:
     parts, at = [], 0
     for c_offset, c_length, c_key in chunks:
         data = storage.get(c_key)

@@ -79,40 +79,36 @@ class Bundle:
 
 
 class _Region:
-    """A file-like view of ``length`` bytes of ``path`` from ``start``, read in blocks (requests streams it
-    with a Content-Length). ``on_progress`` is called as bytes leave; ``rate`` caps bytes per second."""
+    """A file-like view of one chunk's bytes, already in memory, handed out in blocks of at most 64 KiB (requests
+    streams it with a Content-Length). ``on_progress`` is called as bytes leave; ``rate`` caps bytes per second.
+    The chunk is read from the bundle file once: the bytes sent are the bytes its ``Upload-Checksum`` was
+    computed from."""
 
-    def __init__(self, path: Path, start: int, length: int, rate: float = 0.0,
-                 on_progress: Callable[[int], None] | None = None) -> None:
-        self._fh = open(path, "rb")  # noqa: SIM115 - closed by close(), which requests calls
-        self._fh.seek(start)
-        self._left = length
+    def __init__(self, data: bytes, rate: float = 0.0, on_progress: Callable[[int], None] | None = None) -> None:
+        self._data = memoryview(data)
+        self._pos = 0
         self._rate = rate
         self._t0 = time.monotonic()
-        self._sent = 0
         self._on_progress = on_progress
-        self.len = length
+        self.len = len(data)
 
     def __len__(self) -> int:
         return self.len
 
     def read(self, size: int = -1) -> bytes:
-        if self._left <= 0:
+        left = self.len - self._pos
+        if left <= 0:
             return b""
-        n = self._left if size is None or size < 0 else min(size, self._left, 64 * 1024)
+        n = left if size is None or size < 0 else min(size, left, 64 * 1024)
         if self._rate:
-            ahead = self._sent / self._rate - (time.monotonic() - self._t0)
+            ahead = self._pos / self._rate - (time.monotonic() - self._t0)
             if ahead > 0:
                 time.sleep(ahead)
-        data = self._fh.read(n)
-        self._left -= len(data)
-        self._sent += len(data)
+        data = self._data[self._pos:self._pos + n].tobytes()
+        self._pos += n
         if self._on_progress:
-            self._on_progress(len(data))
+            self._on_progress(n)
         return data
-
-    def close(self) -> None:
-        self._fh.close()
 
 
 def _b64(value: str) -> str:
@@ -247,10 +243,14 @@ class Centre:
             offset = 0
         while offset < bundle.length:
             n = min(self.chunk_bytes, bundle.length - offset)
-            with open(bundle.path, "rb") as fh:
+            with open(bundle.path, "rb") as fh:  # read once: checksummed and sent from memory
                 fh.seek(bundle.offset + offset)
-                digest = hashlib.sha256(fh.read(n)).digest()
-            body = _Region(bundle.path, bundle.offset + offset, n, self.bandwidth_bps, self.on_progress)
+                chunk = fh.read(n)
+            if len(chunk) != n:
+                raise CentreError(f"{bundle.capture_id}: the bundle file ends {n - len(chunk)} bytes early at offset"
+                                  f" {offset}")
+            digest = hashlib.sha256(chunk).digest()
+            body = _Region(chunk, self.bandwidth_bps, self.on_progress)
             resp = self._request("PATCH", self.origin + url, data=body, headers={
                 **TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": str(offset),
                 "Upload-Checksum": f"sha256 {base64.b64encode(digest).decode()}"})
