@@ -8,6 +8,7 @@ with ``Retry-After`` (the kit tries again), never a ``5xx`` for anything a clien
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Annotated, Any
 
@@ -166,6 +167,18 @@ PATCH_BODY = {"requestBody": {"required": True, "content": {"application/offset+
     "schema": {"type": "string", "format": "binary"}}}}}
 
 
+_BODY_SLOTS = 4  # PATCH bodies held in memory at once per process (each up to the kit's chunk, 8 MiB by default)
+_slots: dict[int, asyncio.Semaphore] = {}
+
+
+def _bodies() -> asyncio.Semaphore:
+    """The PATCH-body semaphore of the running event loop (one per loop: tests start several servers)."""
+    loop = id(asyncio.get_running_loop())
+    if loop not in _slots:
+        _slots[loop] = asyncio.Semaphore(_BODY_SLOTS)
+    return _slots[loop]
+
+
 @router.patch("/uploads/{upload_id}", status_code=204, dependencies=[Depends(tus_resumable)],
               responses=ERRORS, openapi_extra=PATCH_BODY)
 async def upload_patch(request: Request, kit: KitDep, upload_id: str,
@@ -184,18 +197,20 @@ async def upload_patch(request: Request, kit: KitDep, upload_id: str,
     declared = _int_header("Content-Length", content_length, required=False)
     if declared is not None and declared > room:
         raise ApiError(413, "past_upload_length", f"{declared} bytes at {offset} go past Upload-Length {row.length}")
-    body, complete = bytearray(), True
-    try:
-        async for piece in request.stream():
-            body += piece
-            if len(body) > room:
-                raise ApiError(413, "past_upload_length", f"the body goes past Upload-Length {row.length}")
-    except ClientDisconnect:
-        complete = False
-    if not complete and checksum is not None:  # a partial body cannot be checked: nothing of it is kept
-        raise ApiError(400, "body_incomplete", "the connection closed inside a checksummed body: nothing kept")
-    state = await run_in_threadpool(uploads.append, centre.engine, centre.storage, centre.keys.ring, kit,
-                                    upload_id, offset or 0, bytes(body), checksum)
+    async with _bodies():  # a bounded number of bodies in memory; the other kits wait (TCP back-pressure)
+        body, complete = bytearray(), True
+        try:
+            async for piece in request.stream():
+                body += piece
+                if len(body) > room:
+                    raise ApiError(413, "past_upload_length", f"the body goes past Upload-Length {row.length}")
+        except ClientDisconnect:
+            complete = False
+        if not complete and checksum is not None:  # a partial body cannot be checked: nothing of it is kept
+            raise ApiError(400, "body_incomplete", "the connection closed inside a checksummed body: nothing kept")
+        state = await run_in_threadpool(uploads.append, centre.engine, centre.storage, centre.keys.ring, kit,
+                                        upload_id, offset or 0, bytes(body), checksum)
+        del body
     headers = {"Upload-Offset": str(state.offset), "Tus-Resumable": TUS_VERSION}
     if state.stored is not None:
         headers.update(state.stored.headers())
