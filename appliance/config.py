@@ -151,7 +151,8 @@ class SyncConfig:
     roster_s: float = 300.0
     backoff_initial_s: float = 2.0  # doubled per failure, with jitter, up to backoff_max_s
     backoff_max_s: float = 300.0
-    bandwidth_kbps: int = 0  # upload cap in kilobits per second; 0: none
+    bandwidth_kbps: int = 0  # upload cap in kilobits per second (shared by the parallel uploads); 0: none
+    parallel_uploads: int = 2  # bundles in flight at once, oldest first: one's round trips overlap another's bytes
 
 
 @dataclass(frozen=True)
@@ -366,6 +367,7 @@ def _check(cfg: Config) -> None:
         (cfg.sync.backoff_max_s >= cfg.sync.backoff_initial_s, "sync.backoff_max_s: must be >= backoff_initial_s"),
         (cfg.sync.chunk_bytes >= 65536, "sync.chunk_bytes: must be at least 65536"),
         (cfg.sync.bandwidth_kbps >= 0, "sync.bandwidth_kbps: must not be negative"),
+        (1 <= cfg.sync.parallel_uploads <= 8, "sync.parallel_uploads: must be 1..8"),
         (cfg.purge.interval_s > 0, "purge.interval_s: must be greater than 0"),
     ]
     for i, line in enumerate(cfg.sealing.public_keys):

@@ -297,15 +297,24 @@ class BenchCentre:
         finally:
             c.close()
 
-    def count_stored(self, kit_prefix: str) -> int:
+    def count_stored(self, kit_prefix: str, status: tuple[str, ...] = ("received", "stored")) -> int:
+        """Bundles of these kits the centre holds (``received``: confirmed, not opened yet; ``stored``: opened)."""
         import sqlite3
 
         db = sqlite3.connect(f"file:{self.data_dir / 'centre.sqlite'}?mode=ro", uri=True, timeout=30)
         try:
-            return db.execute("SELECT COUNT(*) FROM bundles WHERE status = 'stored' AND capture_id LIKE ?",
-                              [f"{kit_prefix}%"]).fetchone()[0]
+            marks = ",".join("?" * len(status))
+            return db.execute(f"SELECT COUNT(*) FROM bundles WHERE status IN ({marks}) AND capture_id LIKE ?",
+                              [*status, f"{kit_prefix}%"]).fetchone()[0]
         finally:
             db.close()
+
+    def wait_opened(self, kit_prefix: str, n: int, timeout: float = 600.0) -> float:
+        """Seconds until all ``n`` bundles of these kits are opened (``stored``) by the centre's opener."""
+        t0 = time.perf_counter()
+        while self.count_stored(kit_prefix, ("stored",)) < n and time.perf_counter() - t0 < timeout:
+            time.sleep(0.05)
+        return time.perf_counter() - t0
 
     def clear_sink(self) -> None:
         sink = self.data_dir / "bench-sink"

@@ -140,6 +140,7 @@ def main() -> None:
                 bare1 = bare_pass(centre, bundles)
             centre.clear_sink()
             sync, whole, sync_rss, centre_rss, said = sync_pass(centre, root / "kit", toml, args.cpus, args.drain)
+            opened_after = centre.wait_opened(f"{kit_id}-", len(bundles))
             with RssSampler(centre.pid) as bare_rss2:
                 bare2 = bare_pass(centre, bundles)
             centre.clear_sink()
@@ -173,7 +174,8 @@ def main() -> None:
     print(f"  RSS centre during sync:   {rss_summary(centre_rss.mb())}")
     print(f"  RSS centre during bare 1: {rss_summary(bare_rss.mb())}")
     print(f"  RSS centre during bare 2: {rss_summary(bare_rss2.mb())}")
-    print(f"  {said}")
+    print(f"  {said}; every bundle opened by the centre (stored, with its capture) {opened_after:.1f} s after the"
+          " sync daemon exited (opening follows the confirmation, centre/opener.py)")
 
 
 if __name__ == "__main__":

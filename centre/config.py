@@ -38,6 +38,7 @@ class CentreConfig:
     makeup_public_keys: tuple[str, ...] = ()  # base64 Ed25519 keys kits verify make-up QR codes with
     max_upload_bytes: int = 64 * 2**20  # Tus-Max-Size: one sealed bundle (a 12 MP photo is ~5 MB)
     log_level: str = "INFO"
+    open_lease_s: float = 30.0  # a received bundle being opened by one process; after this, another one may
     # the web pages (centre/web, docs/centre.md "Web pages")
     makeup_signing_key: str = ""  # Ed25519 seed file (python -m centre.makeup_qr keygen); empty: no make-up form
     secure_cookies: str = "auto"  # auto: Secure when the request came over https; always; never
@@ -94,6 +95,7 @@ def _check(cfg: CentreConfig) -> None:
         (cfg.secure_cookies in ("auto", "always", "never"),
          f"secure_cookies: must be auto, always or never, got {cfg.secure_cookies!r}"),
         (_zone_ok(cfg.timezone), f"timezone: not a time zone name (Asia/Shanghai, UTC, …): {cfg.timezone!r}"),
+        (1 <= cfg.open_lease_s <= 3600, f"open_lease_s: must be 1..3600 seconds, got {cfg.open_lease_s}"),
         (cfg.session_hours > 0, f"session_hours: must be positive, got {cfg.session_hours}"),
         (cfg.max_form_bytes >= 1024, f"max_form_bytes: must be at least 1024, got {cfg.max_form_bytes}"),
         (not cfg.public_url or cfg.public_url.startswith(("http://", "https://")),

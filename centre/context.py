@@ -10,6 +10,7 @@ from .config import CentreConfig
 from .db import engine_for, migrate
 from .errors import CentreError
 from .keys import Keys, load_keys
+from .opener import Opener
 from .storage import Storage, StorageError, open_storage
 
 
@@ -19,8 +20,11 @@ class Centre:
     engine: Engine
     storage: Storage
     keys: Keys | None  # None for admin commands that need no key
+    opener: Opener | None = None  # `centre serve` only: opens received bundles (centre/opener.py)
 
     def close(self) -> None:
+        if self.opener is not None:
+            self.opener.stop()
         self.engine.dispose()
 
 

@@ -2,7 +2,8 @@
 
 The tables, in the order an upload meets them: ``kits`` (token hash, revoked) → ``uploads`` and
 ``upload_chunks`` (tus state: which chunk objects hold which bytes, shared by every centre process) →
-``bundles`` (every sealed bundle received and verified, ``stored`` or ``refused`` with its reason) →
+``bundles`` (every sealed bundle received and verified: ``received``, then opened: ``stored`` or ``refused``
+with its reason) →
 ``captures`` (what an opened bundle's record says) → ``conflicts`` (same capture id, other bytes: flagged).
 Rosters: ``schools`` (``parent_id``: a joint-programme site reports through its main school, §六),
 ``roster_versions``, ``students`` (clear data: the centre may hold it) and ``student_keys`` (each key of a
@@ -159,10 +160,11 @@ bundles = Table(
     Column("size", BigInteger, nullable=False),
     Column("object_key", String(300), nullable=False),
     Column("header", Text, nullable=False),
-    Column("status", String(12), nullable=False),  # stored | refused
+    Column("status", String(12), nullable=False),  # received (verified, not opened yet) | stored | refused
     Column("reason", String(64), nullable=True),  # BundleRefused.reason
     Column("detail", Text, nullable=True),
     _ts("received_at"),
+    _ts("open_after", nullable=True),  # received: any process may open it from then on (a lease: centre/opener.py)
     Index(None, "status"),
 )
 

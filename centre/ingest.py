@@ -1,12 +1,18 @@
-"""A complete upload becomes a capture: verify, store, open, record — in that order, and only then confirm.
+"""A complete upload becomes a received bundle (verified, stored, recorded: then the kit is answered), and a
+received bundle becomes a capture (opened, its photo stored, recorded) just after.
 
-:func:`finalize` gets every byte of one upload. It checks the SHA-256 of all of them, stores the sealed object
-(content-addressed: ``bundles/<capture_id>/<sha256>.sealed``, so two uploads can never clobber each other's
-object), opens the bundle with the centre's keys (``centre.sealing.open_bundle``), stores the photo and the
-derivative, and commits one transaction: the upload complete, the ``bundles`` row (``stored``, or ``refused``
-with its reason: kept for inspection), the ``captures`` row. A crash anywhere before that commit leaves the
-upload open at its last offset: the kit sends the last chunk again and the same steps run again on the same
-keys. Only a committed row is ever visible as a capture.
+:func:`finalize` gets every byte of one upload. It checks the SHA-256 of all of them against the metadata (the
+kit's header names the same SHA-256), stores the sealed object (content-addressed:
+``bundles/k<kit>/<capture_id>.<sha256>.sealed``, so two uploads can never clobber each other's object), and
+commits one transaction: the upload complete and the ``bundles`` row, ``received``. Only then is the kit told
+"confirmed": the centre holds every byte durably. A crash before that commit leaves the upload open at its
+last offset: the kit sends the last chunk again and the same steps run again on the same keys.
+
+Opening costs more than receiving (decrypt, check, two more objects: ~3x the CPU of a bare fsynced write), so it
+is not on the kit's path: :func:`claim` + :func:`open_received`, run by :mod:`centre.opener` in every centre
+process, turn it into ``stored`` with its ``captures`` row, or ``refused`` with the reason (the sealed bytes
+kept: nothing the kit could send again would differ). Only a committed ``captures`` row is ever visible as a
+capture.
 """
 
 from __future__ import annotations
@@ -119,36 +125,22 @@ def _capture_row(conn: Connection, kit_id: int, opened: Opened, sealed_sha: str,
     }
 
 
-def finalize(engine: Engine, storage: Storage, keys: KeyRing, upload: Any, data: bytes) -> Stored:
-    """Turn the complete bytes of ``upload`` (a row of ``uploads``) into a bundle and a capture (module doc)."""
-    sha = hashlib.sha256(data).hexdigest()
+def finalize(engine: Engine, storage: Storage, upload: Any, data: bytes, sha: str | None = None) -> Stored:
+    """Turn the complete bytes of ``upload`` (a row of ``uploads``) into a received bundle (module doc).
+
+    ``sha``: the SHA-256 of ``data`` when the caller has already computed it from these very bytes."""
+    sha = sha or hashlib.sha256(data).hexdigest()
     if len(data) != upload.length or sha != upload.sha256:
         raise ApiError(460, "checksum_mismatch", f"the {len(data)} bytes received have SHA-256 {sha}, the metadata"
                        f" says {upload.sha256}: upload discarded, start again")
-    capture_id = upload.capture_id
     # one directory per kit, not per capture: every new directory costs its own fsyncs (and a kit's season
     # is a few thousand files); the SHA-256 in the name keeps two contents of one id apart
-    where = f"k{upload.kit_id}/{capture_id}"
-    sealed_key = f"bundles/{where}.{sha}.sealed"
+    sealed_key = f"bundles/k{upload.kit_id}/{upload.capture_id}.{sha}.sealed"
     storage.put(sealed_key, data)
-    header = json.loads(upload.header)
-    status, reason, detail, opened = "stored", None, None, None
-    try:
-        opened = open_bundle(header, data, keys, sealed_sha256=sha)
-    except BundleRefused as exc:
-        status, reason, detail = "refused", exc.reason, exc.detail
-        log.warning("capture %s refused: %s", capture_id, exc)
-    photo_key = deriv_key = None
-    if opened is not None:
-        photo_key = f"photos/{where}.{opened.photo_sha256}.jpg"
-        storage.put(photo_key, opened.photo)
-        if opened.derivative:
-            deriv_key = f"derivatives/{where}.{opened.derivative_sha256}.jpg"
-            storage.put(deriv_key, opened.derivative)
     for attempt in (1, 2):  # a second try only after another process inserted the same capture id first
         try:
             with engine.begin() as conn:
-                outcome = _commit(conn, upload, sha, sealed_key, status, reason, detail, opened, photo_key, deriv_key)
+                outcome = _commit(conn, upload, sha, sealed_key)
         except IntegrityError:
             if attempt == 2:
                 raise
@@ -159,9 +151,7 @@ def finalize(engine: Engine, storage: Storage, keys: KeyRing, upload: Any, data:
     raise AssertionError("unreachable")
 
 
-def _commit(conn: Connection, upload: Any, sha: str, sealed_key: str, status: str, reason: str | None,
-            detail: str | None, opened: Opened | None, photo_key: str | None,
-            deriv_key: str | None) -> Stored | ApiError:
+def _commit(conn: Connection, upload: Any, sha: str, sealed_key: str) -> Stored | ApiError:
     """One transaction; an ApiError is returned (not raised) when what it did must still be committed."""
     now = utcnow()
     moved = conn.execute(update(uploads).where(uploads.c.id == upload.id, uploads.c.offset == upload.offset,
@@ -180,10 +170,57 @@ def _commit(conn: Connection, upload: Any, sha: str, sealed_key: str, status: st
         return existing
     conn.execute(bundles.insert().values(capture_id=upload.capture_id, kit_id=upload.kit_id, upload_id=upload.id,
                                          sha256=sha, size=upload.length, object_key=sealed_key, header=upload.header,
-                                         status=status, reason=reason, detail=detail, received_at=now))
-    if opened is not None:
-        conn.execute(captures.insert().values(_capture_row(conn, upload.kit_id, opened, sha, photo_key or "",
-                                                           deriv_key)))
+                                         status="received", received_at=now, open_after=now))
     conn.execute(delete(upload_chunks).where(upload_chunks.c.upload_id == upload.id))
     conn.execute(update(kits).where(kits.c.id == upload.kit_id).values(last_seen_at=now))
-    return Stored(upload.capture_id, sha, status, reason, upload.id)
+    return Stored(upload.capture_id, sha, "received", None, upload.id)
+
+
+def claim(engine: Engine, capture_id: str, lease_s: float) -> bool:
+    """Take the lease on a received bundle: True if this caller may open it now (no other process holds it)."""
+    now = utcnow()
+    with engine.begin() as conn:
+        return bool(conn.execute(update(bundles).where(bundles.c.capture_id == capture_id,
+                                                       bundles.c.status == "received", bundles.c.open_after <= now)
+                                 .values(open_after=now + dt.timedelta(seconds=lease_s))).rowcount)
+
+
+def open_received(engine: Engine, storage: Storage, keys: KeyRing, capture_id: str) -> str:
+    """Open one claimed, received bundle: the photo and derivative stored, the ``captures`` row and the bundle's
+    ``stored`` (or ``refused`` with its reason) committed together. Returns the new status.
+
+    A crash before the commit leaves the bundle ``received``: its lease runs out and it is opened again (the
+    photo and derivative objects are content-addressed, so writing them twice is harmless)."""
+    with engine.connect() as conn:
+        row = conn.execute(select(bundles.c.kit_id, bundles.c.sha256, bundles.c.object_key, bundles.c.header)
+                           .where(bundles.c.capture_id == capture_id, bundles.c.status == "received")).first()
+    if row is None:
+        return "gone"
+    data = storage.get(row.object_key)
+    where = f"k{row.kit_id}/{capture_id}"
+    status, reason, detail, opened, photo_key, deriv_key = "stored", None, None, None, None, None
+    try:
+        opened = open_bundle(json.loads(row.header), data, keys)
+    except BundleRefused as exc:
+        status, reason, detail = "refused", exc.reason, exc.detail
+        log.warning("capture %s refused: %s", capture_id, exc)
+    del data
+    if opened is not None:
+        photo_key = f"photos/{where}.{opened.photo_sha256}.jpg"
+        storage.put(photo_key, opened.photo)
+        if opened.derivative:
+            deriv_key = f"derivatives/{where}.{opened.derivative_sha256}.jpg"
+            storage.put(deriv_key, opened.derivative)
+    try:
+        with engine.begin() as conn:
+            moved = conn.execute(update(bundles).where(bundles.c.capture_id == capture_id,
+                                                       bundles.c.status == "received")
+                                 .values(status=status, reason=reason, detail=detail, open_after=None)).rowcount
+            if not moved:
+                return "gone"  # another process's lease ran out under it and it opened this first
+            if opened is not None:
+                conn.execute(captures.insert().values(_capture_row(conn, row.kit_id, opened, row.sha256,
+                                                                   photo_key or "", deriv_key)))
+    except IntegrityError:
+        return "gone"  # the same race, seen by the captures' primary key
+    return status

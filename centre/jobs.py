@@ -116,8 +116,12 @@ def start_export(engine: Engine, storage: Storage, exports: Path, code: str, use
 def _run_export(engine: Engine, storage: Storage, exports: Path, code: str, school_id: int, user_id: int,
                 job_id: int) -> None:
     from .export import export
+    from .opener import waiting
 
     try:
+        deadline = time.monotonic() + 60  # what kits have already delivered is opened first (centre/opener.py)
+        while waiting(engine) and time.monotonic() < deadline:
+            time.sleep(0.2)
         with engine.connect() as conn:
             people = family_students(conn, school_id)
             caps = captures_by_student(conn, school_id)

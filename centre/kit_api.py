@@ -46,7 +46,7 @@ class ErrorBody(BaseModel):
 class CaptureState(BaseModel):
     capture_id: str
     sha256: str
-    status: str = Field(description="stored | refused")
+    status: str = Field(description="received (every byte held, not opened yet) | stored | refused")
     reason: str | None = None
 
 
@@ -198,19 +198,25 @@ async def upload_patch(request: Request, kit: KitDep, upload_id: str,
     if declared is not None and declared > room:
         raise ApiError(413, "past_upload_length", f"{declared} bytes at {offset} go past Upload-Length {row.length}")
     async with _bodies():  # a bounded number of bodies in memory; the other kits wait (TCP back-pressure)
-        body, complete = bytearray(), True
+        pieces: list[bytes] = []  # joined once at the end: growing one buffer would copy it again and again
+        size, complete = 0, True
         try:
             async for piece in request.stream():
-                body += piece
-                if len(body) > room:
+                pieces.append(piece)
+                size += len(piece)
+                if size > room:
                     raise ApiError(413, "past_upload_length", f"the body goes past Upload-Length {row.length}")
         except ClientDisconnect:
             complete = False
         if not complete and checksum is not None:  # a partial body cannot be checked: nothing of it is kept
             raise ApiError(400, "body_incomplete", "the connection closed inside a checksummed body: nothing kept")
-        state = await run_in_threadpool(uploads.append, centre.engine, centre.storage, centre.keys.ring, kit,
-                                        upload_id, offset or 0, bytes(body), checksum)
+        body = b"".join(pieces)
+        del pieces
+        state = await run_in_threadpool(uploads.append, centre.engine, centre.storage, kit, upload_id, offset or 0,
+                                        body, checksum)
         del body
+    if state.stored is not None and state.stored.status == "received" and centre.opener is not None:
+        centre.opener.poke()
     headers = {"Upload-Offset": str(state.offset), "Tus-Resumable": TUS_VERSION}
     if state.stored is not None:
         headers.update(state.stored.headers())

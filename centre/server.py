@@ -20,6 +20,7 @@ from appliance import notify
 from .config import CentreConfig
 from .context import open_centre
 from .kit_api import create_app
+from .opener import Opener
 
 log = logging.getLogger("capturekit.centre")
 
@@ -38,6 +39,9 @@ def serve(cfg: CentreConfig) -> int:
     import uvicorn
 
     centre = open_centre(cfg, keys=True)
+    assert centre.keys is not None
+    centre.opener = Opener(centre.engine, centre.storage, centre.keys.ring, cfg.open_lease_s)
+    centre.opener.start()
     holder: dict[str, uvicorn.Server] = {}
 
     @contextlib.asynccontextmanager

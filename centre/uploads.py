@@ -29,7 +29,6 @@ from .db import upload_chunks, uploads, utcnow
 from .errors import ApiError
 from .ingest import Stored, conflict_error, finalize, flag_conflict, held
 from .kits import Kit
-from .sealing import KeyRing
 from .storage import Storage
 
 log = logging.getLogger("capturekit.centre.uploads")
@@ -172,7 +171,7 @@ def _delete_objects(storage: Storage, keys: list[str]) -> None:
             log.warning("chunk object %s not deleted: %s", key, exc)
 
 
-def append(engine: Engine, storage: Storage, keys: KeyRing, kit: Kit, upload_id: str, offset: int, body: bytes,
+def append(engine: Engine, storage: Storage, kit: Kit, upload_id: str, offset: int, body: bytes,
            checksum: tuple[str, bytes] | None) -> State:
     """PATCH: add ``body`` at ``offset``; the last byte runs :func:`centre.ingest.finalize`."""
     row = _upload(engine, kit, upload_id)
@@ -209,16 +208,18 @@ def append(engine: Engine, storage: Storage, keys: KeyRing, kit: Kit, upload_id:
         chunks = conn.execute(select(upload_chunks.c.offset, upload_chunks.c.length, upload_chunks.c.object_key)
                               .where(upload_chunks.c.upload_id == upload_id)
                               .order_by(upload_chunks.c.offset)).all()
+    # one PATCH with every byte, checksummed with SHA-256: that digest is the whole upload's, hashed once
+    whole = checksum[1].hex() if checksum and checksum[0] == "sha256" and not chunks and offset == 0 else None
     with _FINALIZING:  # bounded: each holds a few copies of a bundle in memory (flat RSS under 50 kits)
-        return _assemble(engine, storage, keys, row, upload_id, chunks, body)
+        return _assemble(engine, storage, row, upload_id, chunks, body, whole)
 
 
-# at most this many uploads are being assembled, verified and opened at once in one process
+# at most this many uploads are being assembled and verified at once in one process
 _FINALIZING = threading.BoundedSemaphore(2)
 
 
-def _assemble(engine: Engine, storage: Storage, keys: KeyRing, row: Any, upload_id: str, chunks: list,
-              body: bytes) -> State:
+def _assemble(engine: Engine, storage: Storage, row: Any, upload_id: str, chunks: list, body: bytes,
+              sha: str | None) -> State:
     parts, at = [], 0
     for c_offset, c_length, c_key in chunks:
         data = storage.get(c_key)
@@ -228,7 +229,7 @@ def _assemble(engine: Engine, storage: Storage, keys: KeyRing, row: Any, upload_
         at += c_length
     parts.append(body)
     try:
-        stored = finalize(engine, storage, keys, row, b"".join(parts))
+        stored = finalize(engine, storage, row, body if not chunks else b"".join(parts), sha)
     except ApiError as exc:
         if exc.status == 460:  # wrong overall SHA-256: the upload is discarded, the kit starts again
             _discard(engine, storage, upload_id)

@@ -4,7 +4,7 @@ One obvious call per thing the daemon does — :meth:`Centre.upload` (create or 
 :meth:`Centre.roster`, :meth:`Centre.keys`, :meth:`Centre.heartbeat` — and errors typed by meaning, as
 requests does, so the daemon can decide: :class:`Unreachable` (network down, timeouts, a captive portal or
 a proxy answering instead of the centre), :class:`Throttled` (429/503, with the ``Retry-After`` it asked
-for), :class:`Refused` (this bundle will never be accepted: a conflict, a bundle that does not open),
+for), :class:`Refused` (this bundle will never be accepted: another content under its capture id),
 :class:`AuthFailed` (token missing or revoked), :class:`CentreError` (anything else, retried).
 
 Our own tus client rather than tuspy: tuspy cannot send one region of a file (the sealed bytes after the
@@ -51,6 +51,10 @@ class AuthFailed(CentreError):
     """The centre refused this kit's token (missing, wrong or revoked)."""
 
 
+class Mismatch(CentreError):
+    """The centre says the bytes it got do not match their checksum or the bundle's SHA-256: nothing kept."""
+
+
 class Refused(CentreError):
     """The centre will never accept this bundle (a conflicting capture id, a bundle that does not open)."""
 
@@ -63,7 +67,8 @@ class Refused(CentreError):
 class Confirmation:
     capture_id: str
     sha256: str
-    status: str  # stored | duplicate (the centre already had it)
+    status: str  # the centre's word: received (held, opened just after) | stored | refused (held, will not open)
+    reason: str = ""  # refused: why (staff see it at the centre; the bytes are there to open again)
 
 
 @dataclass(frozen=True)
@@ -79,10 +84,12 @@ class Bundle:
 
 
 class _Region:
-    """A file-like view of one chunk's bytes, already in memory, handed out in blocks of at most 64 KiB (requests
-    streams it with a Content-Length). ``on_progress`` is called as bytes leave; ``rate`` caps bytes per second.
-    The chunk is read from the bundle file once: the bytes sent are the bytes its ``Upload-Checksum`` was
-    computed from."""
+    """A file-like view of one chunk's bytes, already in memory, handed out in blocks of 64 KiB under a bandwidth
+    cap, else 1 MiB (requests streams it with a Content-Length). ``read(size)`` hands out a whole block even when
+    asked for less: http.client and urllib3 1.x/2.x send whatever one read returns, and their 8–16 KiB reads
+    would cost hundreds of Python calls per bundle. ``on_progress`` is called as bytes leave; ``rate`` caps bytes
+    per second. The chunk is read from the bundle file once: the bytes sent are the bytes its ``Upload-Checksum``
+    was computed from."""
 
     def __init__(self, data: bytes, rate: float = 0.0, on_progress: Callable[[int], None] | None = None) -> None:
         self._data = memoryview(data)
@@ -90,6 +97,7 @@ class _Region:
         self._rate = rate
         self._t0 = time.monotonic()
         self._on_progress = on_progress
+        self._block = 64 * 1024 if rate else 1 << 20  # capped: fine-grained pacing; else few, large writes
         self.len = len(data)
 
     def __len__(self) -> int:
@@ -99,7 +107,7 @@ class _Region:
         left = self.len - self._pos
         if left <= 0:
             return b""
-        n = left if size is None or size < 0 else min(size, left, 64 * 1024)
+        n = left if size is None or size < 0 else min(max(size, self._block), left)
         if self._rate:
             ahead = self._pos / self._rate - (time.monotonic() - self._t0)
             if ahead > 0:
@@ -184,12 +192,10 @@ class Centre:
         body = self._json(resp, f"GET capture {capture_id}")
         if not isinstance(body, dict) or body.get("capture_id") != capture_id:
             raise Unreachable(f"GET capture {capture_id}: the answer does not name it")
-        if body.get("status") == "refused":
-            raise Refused(f"{capture_id}: the centre refused it: {body.get('reason')}", str(body.get("reason")))
         if body.get("sha256") != sha256:
             raise Refused(f"{capture_id}: the centre holds other content (SHA-256 {body.get('sha256')})",
                           "capture_conflict")
-        return Confirmation(capture_id, sha256, "stored")
+        return Confirmation(capture_id, sha256, str(body.get("status") or "stored"), str(body.get("reason") or ""))
 
     def _confirmation(self, resp: requests.Response, bundle: Bundle) -> Confirmation | None:
         cid, sha = resp.headers.get("Capturekit-Capture-Id"), resp.headers.get("Capturekit-Sha256")
@@ -198,11 +204,9 @@ class Centre:
             return None
         if cid != bundle.capture_id or sha != bundle.sha256:
             raise Unreachable(f"{bundle.capture_id}: the confirmation names {cid} / {sha}, not this bundle")
-        if status == "refused":
-            raise Refused(f"{bundle.capture_id}: the centre received it but refused it: "
-                          f"{resp.headers.get('Capturekit-Reason', 'no reason given')}",
-                          resp.headers.get("Capturekit-Reason", "refused"))
-        return Confirmation(cid, sha, status or "stored")
+        # refused too: the centre holds these very bytes (it could not open them: a missing key, a kit fault);
+        # nothing the kit could send again would differ, so the kit's copy has done its work
+        return Confirmation(cid, sha, status or "stored", resp.headers.get("Capturekit-Reason", ""))
 
     def create(self, bundle: Bundle) -> tuple[str, Confirmation | None]:
         """tus creation: the upload's URL, and the confirmation if the centre already has this capture."""
@@ -249,18 +253,19 @@ class Centre:
             if len(chunk) != n:
                 raise CentreError(f"{bundle.capture_id}: the bundle file ends {n - len(chunk)} bytes early at offset"
                                   f" {offset}")
-            digest = hashlib.sha256(chunk).digest()
+            headers = {**TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": str(offset)}
+            if n < bundle.length:  # one chunk of several: checked on its own, so a damaged one costs only itself
+                headers["Upload-Checksum"] = f"sha256 {base64.b64encode(hashlib.sha256(chunk).digest()).decode()}"
+            # (one PATCH with every byte: the centre checks them all against the bundle's SHA-256 anyway)
             body = _Region(chunk, self.bandwidth_bps, self.on_progress)
-            resp = self._request("PATCH", self.origin + url, data=body, headers={
-                **TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": str(offset),
-                "Upload-Checksum": f"sha256 {base64.b64encode(digest).decode()}"})
+            resp = self._request("PATCH", self.origin + url, data=body, headers=headers)
             if resp.status_code == 409 and _centre_error(resp):  # our offset is stale (a cut PATCH kept part)
                 offset = self.offset(url)
                 if offset is None:
                     raise CentreError(f"{bundle.capture_id}: the upload vanished at the centre; starting again")
                 continue
             if resp.status_code == 460 and _centre_error(resp):
-                raise CentreError(f"{bundle.capture_id}: checksum mismatch at offset {offset}; sending again")
+                raise Mismatch(f"{bundle.capture_id}: the centre found a checksum mismatch at offset {offset}")
             if resp.status_code in (404, 410) and _centre_error(resp):
                 raise CentreError(f"{bundle.capture_id}: the centre dropped the upload ({resp.status_code})")
             if resp.status_code != 204 or "Upload-Offset" not in resp.headers:

@@ -24,6 +24,7 @@ import random
 import shutil
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -37,7 +38,7 @@ from appliance.errors import EXIT_STORAGE, StorageError
 from appliance.roster import RosterError, install_protected
 from appliance.spool import SUFFIX
 
-from .client import AuthFailed, Bundle, Centre, CentreError, Refused, Throttled
+from .client import AuthFailed, Bundle, Centre, CentreError, Confirmation, Mismatch, Refused, Throttled
 from .state import SyncState
 
 log = logging.getLogger("capturekit.sync")
@@ -78,8 +79,13 @@ class SyncDaemon:
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
         s = cfg.sync
-        self.centre = Centre(s.centre_url, read_token(cfg), s.connect_timeout_s, s.inactivity_timeout_s,
-                             s.chunk_bytes, s.bandwidth_kbps * 1000 / 8, s.ca_file, on_progress=self._progress)
+        token = read_token(cfg)
+        # one client (one connection) per upload in flight; a bandwidth cap is shared out between them
+        self._centres = [Centre(s.centre_url, token, s.connect_timeout_s, s.inactivity_timeout_s, s.chunk_bytes,
+                                s.bandwidth_kbps * 1000 / 8 / s.parallel_uploads, s.ca_file,
+                                on_progress=self._progress) for _ in range(s.parallel_uploads)]
+        self.centre = self._centres[0]  # heartbeats, roster, keys, and the oldest bundle of each round
+        self._pool = ThreadPoolExecutor(s.parallel_uploads - 1, "upload") if s.parallel_uploads > 1 else None
         self.outbox = cfg.data_path / "spool" / "outbox"
         self.rescan = _Due(s.rescan_s)
         self.heart = _Due(s.heartbeat_s)
@@ -89,7 +95,6 @@ class SyncDaemon:
         self._failures = 0  # consecutive failed contacts with the centre
         self._resume_at = 0.0  # monotonic: no upload before this (back-off)
         self._pending: list[str] = []
-        self._checked: set[str] = set()  # bundles whose sealed bytes were hashed on the kit this run
         self._observer: Any = None
         self.exit_code: int | None = None
         self.uploaded = 0
@@ -133,7 +138,10 @@ class SyncDaemon:
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)
-        self.centre.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        for c in self._centres:
+            c.close()
         if hasattr(self, "state"):
             self.state.close()
         if hasattr(self, "_lock"):
@@ -173,7 +181,7 @@ class SyncDaemon:
             self._contact(self.roster, "roster")
             return "roster"
         if online and self._pending:
-            self.upload(self._pending[0])
+            self.upload(*self._pending[:len(self._centres)])
             return "upload"
         wait = min(self.rescan.at, self.heart.at, self.rost.at) - now
         if self._pending or not online:
@@ -226,46 +234,93 @@ class SyncDaemon:
         try:
             with open(path, "rb") as fh:
                 header, offset = read_header(fh)
-            if cid not in self._checked:  # once per run: never send bytes the kit knows are damaged
-                h = hashlib.sha256()
-                with open(path, "rb") as fh:
-                    fh.seek(offset)
-                    while chunk := fh.read(1 << 20):
-                        h.update(chunk)
-                if h.hexdigest() != header.sealed_sha256:
-                    raise BundleFormatError("sha256_mismatch", "the sealed bytes do not match their SHA-256")
-                self._checked.add(cid)
             return Bundle(cid, path, offset, header.sizes["sealed"], header.sealed_sha256, header.to_dict())
         except FileNotFoundError:
             return None
         except (OSError, BundleFormatError) as exc:
-            log.error("bundle %s is damaged on the kit (%s): not uploaded; call support", cid, exc)
-            self.state.final(cid, "damaged", str(exc))
+            self._damaged(cid, str(exc))
             return None
 
-    def upload(self, cid: str) -> None:
-        """Upload one bundle (create or resume), or record why not and back off."""
-        self._pending.remove(cid)
-        bundle = self._bundle(cid)
-        if bundle is None:
+    def _damaged(self, cid: str, why: str) -> None:
+        log.error("bundle %s is damaged on the kit (%s): not uploaded; call support", cid, why)
+        self.state.final(cid, "damaged", why)
+
+    def _intact(self, bundle: Bundle) -> bool:
+        """Whether the bundle's sealed bytes still match its header's SHA-256 (asked when the centre says they
+        do not: a card that damaged them, or bytes damaged on the way)."""
+        h = hashlib.sha256()
+        with open(bundle.path, "rb") as fh:
+            fh.seek(bundle.offset)
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+        return h.hexdigest() == bundle.sha256
+
+    def upload(self, *cids: str) -> None:
+        """Upload these bundles at once, one per client (create or resume each), then record each outcome in
+        order; any failure puts the failed ones back at the head of the queue and backs off once."""
+        jobs = []
+        for cid in cids:
+            self._pending.remove(cid)
+            bundle = self._bundle(cid)
+            if bundle is not None:
+                self.state.attempt(cid)
+                jobs.append((cid, bundle, self.state.upload_url(cid)))
+        if not jobs:
             return
-        self.state.attempt(cid)
-        try:
-            done = self.centre.upload(bundle, self.state.upload_url(cid), lambda url: self.state.remember_url(cid, url))
-        except Refused as exc:
-            status = "conflict" if exc.reason == "capture_conflict" else "refused"
-            log.error("%s: %s — kept on the kit, not retried; staff see it at the centre", cid, exc)
-            self.state.final(cid, status, str(exc))
-            return
-        except CentreError as exc:
-            self.state.failed(cid, str(exc), forget_url="vanished" in str(exc) or "dropped" in str(exc))
-            self._pending.insert(0, cid)  # oldest first, still
-            self._back_off(exc)
-            return
+
+        def send(i: int, cid: str, bundle: Bundle, url: str | None) -> Confirmation | Exception:
+            try:
+                return self._centres[i].upload(bundle, url, lambda new: self.state.remember_url(cid, new))
+            except Exception as exc:  # recorded below, in the loop's thread, like every other outcome
+                return exc
+
+        assert self._pool is not None or len(jobs) == 1
+        later = [self._pool.submit(send, i, *job) for i, job in enumerate(jobs[1:], start=1)] if self._pool else []
+        outcomes = [send(0, *jobs[0]), *(f.result() for f in later)]
+        again: list[str] = []
+        failure: CentreError | None = None
+        for (cid, bundle, _), outcome in zip(jobs, outcomes, strict=True):
+            if isinstance(outcome, Confirmation):
+                self._confirmed(cid, outcome)
+                continue
+            retry = self._failed(cid, bundle, outcome)
+            if retry is not None:
+                again.append(cid)
+                failure = failure or retry
+        if failure is not None:
+            self._pending[:0] = again  # oldest first, still
+            self._back_off(failure)
+
+    def _confirmed(self, cid: str, done: Confirmation) -> None:
         self.state.confirm(cid, done.sha256)
         self._online()
         self.uploaded += 1
-        log.info("%s confirmed by the centre (%s)", cid, done.status)
+        if done.status == "refused":
+            log.warning("%s confirmed: the centre holds it but could not open it (%s); staff see it there", cid,
+                        done.reason or "no reason given")
+        else:
+            log.info("%s confirmed by the centre (%s)", cid, done.status)
+
+    def _failed(self, cid: str, bundle: Bundle, exc: Exception) -> CentreError | None:
+        """Record why ``cid`` did not go; the error to back off on if it is to be sent again, else None."""
+        if isinstance(exc, Refused):
+            status = "conflict" if exc.reason == "capture_conflict" else "refused"
+            log.error("%s: %s — kept on the kit, not retried; staff see it at the centre", cid, exc)
+            self.state.final(cid, status, str(exc))
+            return None
+        if isinstance(exc, Mismatch):
+            if not self._intact(bundle):
+                self._damaged(cid, "the sealed bytes do not match their SHA-256 (the centre noticed)")
+                return None
+            self.state.failed(cid, f"{exc}; sending again", forget_url=False)  # a discarded upload: HEAD says so
+            return exc
+        if isinstance(exc, StorageError):
+            raise exc  # the journal failed: the loop stops with the storage exit code
+        if not isinstance(exc, CentreError):  # a bug or an unreadable file: logged whole, retried later
+            log.error("%s: unexpected error while uploading", cid, exc_info=exc)
+            exc = CentreError(f"internal error: {exc}")
+        self.state.failed(cid, str(exc), forget_url="vanished" in str(exc) or "dropped" in str(exc))
+        return exc
 
     def _progress(self, n: int) -> None:
         notify.watchdog()  # bytes are moving: the loop is alive

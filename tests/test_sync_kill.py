@@ -94,6 +94,7 @@ def test_kill_sync_and_centre_at_random_moments(tmp_path, centre_keys):
     assert len(kit) == summary["bundles"] and all(statuses.get(c) == "confirmed" for c in kit), \
         {s: list(statuses.values()).count(s) for s in set(statuses.values())}
     store = centre.centre.storage
+    centre.opened(timeout=120)  # a centre killed while opening: its lease runs out and the next process opens it
     with centre.centre.engine.connect() as conn:
         held = {r.capture_id: r for r in conn.execute(select(bundles))}
         shown = {r.capture_id for r in conn.execute(select(captures.c.capture_id))}

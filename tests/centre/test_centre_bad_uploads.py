@@ -58,7 +58,7 @@ def test_truncated_body_is_kept_as_far_as_it_came_and_is_not_a_capture(centre, k
     assert _nothing_for(centre, b.capture_id)
     assert tus.capture(b.capture_id).status_code == 404
     r = tus.patch(url, offset, b.sealed[offset:])  # and the kit resumes from there
-    assert r.headers["Capturekit-Status"] == "stored"
+    assert r.headers["Capturekit-Status"] == "received"
 
 
 def test_oversized_uploads_and_bodies_are_413(centre, kit):

@@ -38,7 +38,7 @@ def _upload_outbox(centre, token: str, outbox: Path) -> list[str]:
         r = tus.create(len(sealed), {"capture_id": header.capture_id, "sha256": header.sealed_sha256,
                                      "header": json.dumps(header.to_dict())})
         r = tus.patch(tus.url(r), 0, sealed)
-        assert r.headers["Capturekit-Status"] == "stored", r.text
+        assert r.headers["Capturekit-Status"] == "received", r.text
         assert r.headers["Capturekit-Sha256"] == header.sealed_sha256
         ids.append(header.capture_id)
     return ids

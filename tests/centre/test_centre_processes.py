@@ -27,13 +27,13 @@ def test_an_upload_begun_on_one_process_resumes_on_another(pg, s3, tmp_path, cen
             offset = int(end.head(resumed).headers["Upload-Offset"])
             assert offset == 1000
             r = end.patch(resumed, offset, bundle.sealed[offset:])
-            assert r.headers["Capturekit-Status"] == "stored"
+            assert r.headers["Capturekit-Status"] == "received"
             assert start.head(url).headers["Capturekit-Sha256"] == bundle.sha256
         first.kill()  # SIGKILL one process in the middle of the next upload: the other carries on
         third = make_bundle(first.sealing_line, "kit-h", 3)
         url = b.url(b.create(len(third.sealed), third.metadata()))
         b.patch(url, 0, third.sealed[:500])
-        assert b.patch(url, 500, third.sealed[500:]).headers["Capturekit-Status"] == "stored"
+        assert b.patch(url, 500, third.sealed[500:]).headers["Capturekit-Status"] == "received"
 
 
 def test_a_centre_killed_mid_upload_resumes_after_restart(tmp_path, centre_keys):
@@ -50,7 +50,7 @@ def test_a_centre_killed_mid_upload_resumes_after_restart(tmp_path, centre_keys)
         c.start()
         offset = int(tus.head(url).headers["Upload-Offset"])
         assert offset == 2000
-        assert tus.patch(url, offset, bundle.sealed[offset:]).headers["Capturekit-Status"] == "stored"
+        assert tus.patch(url, offset, bundle.sealed[offset:]).headers["Capturekit-Status"] == "received"
 
 
 def test_serve_without_a_key_says_how_to_make_one(tmp_path):

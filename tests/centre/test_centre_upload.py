@@ -42,7 +42,7 @@ def test_upload_in_chunks_is_stored_opened_and_confirmed(centre, kit):
     assert offset == len(b.sealed)
     assert r.headers["Capturekit-Capture-Id"] == b.capture_id
     assert r.headers["Capturekit-Sha256"] == b.sha256
-    assert r.headers["Capturekit-Status"] == "stored"
+    assert r.headers["Capturekit-Status"] == "received"
     row = centre.holds(b.capture_id)
     assert row.status == "stored" and row.sha256 == b.sha256
     st = centre.centre.storage
@@ -67,7 +67,7 @@ def test_second_upload_of_the_same_capture_is_already_have_it(centre, kit):
     b = make_bundle(centre.sealing_line, name)
     tus = Tus(centre.url, token)
     first = tus.upload(b)
-    assert first.headers["Capturekit-Status"] == "stored"
+    assert first.headers["Capturekit-Status"] == "received"
     again = tus.create(len(b.sealed), b.metadata())
     assert again.status_code == 201
     assert again.headers["Capturekit-Capture-Id"] == b.capture_id and again.headers["Capturekit-Sha256"] == b.sha256
@@ -75,7 +75,7 @@ def test_second_upload_of_the_same_capture_is_already_have_it(centre, kit):
     with centre.centre.engine.connect() as conn:  # no second upload, no second bundle
         assert len(conn.execute(select(uploads).where(uploads.c.capture_id == b.capture_id)).all()) == 1
         assert len(conn.execute(select(bundles).where(bundles.c.capture_id == b.capture_id)).all()) == 1
-    assert tus.head(tus.url(again)).headers["Capturekit-Status"] == "stored"
+    assert tus.head(tus.url(again)).headers["Capturekit-Status"] in ("received", "stored")
 
 
 def test_different_bytes_under_a_held_capture_id_are_409_and_flagged(centre, kit):
@@ -101,24 +101,52 @@ def test_two_uploads_racing_for_one_capture_store_it_once(centre, kit):
     answers = [tus.patch(u, 0, b.sealed) for u in urls]
     assert [a.status_code for a in answers] == [204, 204]
     assert {a.headers["Capturekit-Sha256"] for a in answers} == {b.sha256}
+    centre.opened()
     with centre.centre.engine.connect() as conn:
         assert len(conn.execute(select(captures).where(captures.c.capture_id == b.capture_id)).all()) == 1
 
 
-def test_a_bundle_that_does_not_open_is_kept_and_reported_refused(centre, kit, tmp_path):
+def test_a_bundle_that_does_not_open_is_kept_reported_refused_and_reopened(centre, kit, tmp_path):
     from centre.sealing import keygen
 
     name, token = kit
     keygen(tmp_path / "foreign")  # sealed to a key this centre does not hold
     b = make_bundle(next((tmp_path / "foreign").glob("*.pub")).read_text().strip(), name)
     r = Tus(centre.url, token).upload(b)
-    assert r.headers["Capturekit-Status"] == "refused" and r.headers["Capturekit-Reason"] == "unknown_key"
+    assert r.headers["Capturekit-Status"] == "received"  # held: the kit is done with it
     assert r.headers["Capturekit-Sha256"] == b.sha256
     row = centre.holds(b.capture_id)
     assert row.status == "refused" and row.reason == "unknown_key"
     assert centre.centre.storage.get(row.object_key) == b.sealed  # kept for inspection
     got = Tus(centre.url, token).capture(b.capture_id).json()
     assert got["status"] == "refused" and got["reason"] == "unknown_key"
+
+
+def test_a_refused_bundle_opens_once_its_key_is_installed_and_reopen_is_run(tmp_path):
+    """The kit is done with a bundle the centre cannot open yet: the sealed bytes wait there for the key."""
+    import shutil
+
+    from peers.centre import CentreServer
+
+    from centre.sealing import keygen
+
+    keygen(tmp_path / "late")  # the key the kit sealed to; the centre does not have it yet
+    with CentreServer(tmp_path / "c") as centre:
+        name = "kit-late"
+        token = centre.add_kit(name)
+        b = make_bundle(next((tmp_path / "late").glob("*.pub")).read_text().strip(), name)
+        assert Tus(centre.url, token).upload(b).headers["Capturekit-Status"] == "received"
+        assert centre.holds(b.capture_id).reason == "unknown_key"
+        centre.stop()
+        for key in (tmp_path / "late").glob("*.key"):
+            shutil.copy2(key, centre.keys_dir / key.name)
+        centre.start()
+        assert "1 refused bundles will be opened again" in centre.cli("reopen", "--reason", "unknown_key").stdout
+        row = centre.holds(b.capture_id)
+        assert row.status == "stored" and row.reason is None, row
+        with centre.centre.engine.connect() as conn:
+            cap = conn.execute(select(captures).where(captures.c.capture_id == b.capture_id)).one()
+        assert centre.centre.storage.get(cap.photo_key) == b.photo
 
 
 def test_a_tampered_bundle_is_refused_not_stored_as_a_capture(centre, kit):
@@ -130,8 +158,9 @@ def test_a_tampered_bundle_is_refused_not_stored_as_a_capture(centre, kit):
     tus = Tus(centre.url, token)
     r = tus.create(len(bad), {"capture_id": b.capture_id, "sha256": h["sealed_sha256"], "header": json.dumps(h)})
     r = tus.patch(tus.url(r), 0, bytes(bad))
-    assert r.status_code == 204 and r.headers["Capturekit-Status"] == "refused"
-    assert r.headers["Capturekit-Reason"] == "not_openable"
+    assert r.status_code == 204 and r.headers["Capturekit-Status"] == "received"
+    row = centre.holds(b.capture_id)
+    assert row.status == "refused" and row.reason == "not_openable"
     with centre.centre.engine.connect() as conn:
         assert not conn.execute(select(captures).where(captures.c.capture_id == b.capture_id)).all()
 
@@ -149,7 +178,7 @@ def test_sha1_checksums_are_accepted_and_a_wrong_one_keeps_nothing(centre, kit):
     right = "sha1 " + base64.b64encode(hashlib.sha1(half).digest()).decode()
     assert tus.patch(url, 0, half, right).headers["Upload-Offset"] == "1000"
     r = tus.patch(url, 1000, b.sealed[1000:])
-    assert r.headers["Capturekit-Status"] == "stored"
+    assert r.headers["Capturekit-Status"] == "received"
 
 
 def test_resume_from_the_offset_after_a_lost_answer(centre, kit):
@@ -162,7 +191,7 @@ def test_resume_from_the_offset_after_a_lost_answer(centre, kit):
     assert again.status_code == 409 and again.headers["Upload-Offset"] == "500"
     offset = int(tus.head(url).headers["Upload-Offset"])
     r = tus.patch(url, offset, b.sealed[offset:])
-    assert r.headers["Capturekit-Status"] == "stored"
+    assert r.headers["Capturekit-Status"] == "received"
     final_again = tus.patch(url, len(b.sealed), b"")  # the last answer lost too: ask again, same confirmation
     assert final_again.status_code == 204 and final_again.headers["Capturekit-Sha256"] == b.sha256
 
@@ -182,4 +211,4 @@ def test_termination_removes_an_incomplete_upload_and_its_chunks(centre, kit):
     assert not any(centre.centre.storage.exists(k) for k in keys)
     done = tus.upload(b)
     assert tus.delete(tus.base + "/api/v1/uploads/" + centre.holds(b.capture_id).upload_id).status_code == 403
-    assert done.headers["Capturekit-Status"] == "stored"
+    assert done.headers["Capturekit-Status"] == "received"

@@ -56,7 +56,7 @@ class CentreServer:
         self.settings = {"data_dir": str(self.data_dir), "listen_host": "127.0.0.1", "listen_port": self.port,
                          "database_url": database_url, "storage_url": storage_url,
                          "s3_endpoint_url": s3.endpoint if s3 else "", "keys_dir": str(keys_dir),
-                         "max_upload_bytes": max_upload_bytes, "log_level": "WARNING"}
+                         "max_upload_bytes": max_upload_bytes, "log_level": "WARNING", "open_lease_s": 5}
         self.config_path = root / f"centre-{self.port}.toml"
         self.config_path.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in self.settings.items()))
         self.proc: subprocess.Popen | None = None
@@ -144,14 +144,29 @@ class CentreServer:
 
         return add_kit(self.centre.engine, name)
 
-    def holds(self, capture_id: str) -> Any:
-        """The ``bundles`` row of ``capture_id`` (status, sha256, object_key, …) or None."""
+    def holds(self, capture_id: str, opened: bool = True, timeout: float = 30.0) -> Any:
+        """The ``bundles`` row of ``capture_id`` (status, sha256, object_key, …) or None; with ``opened``, once
+        a running centre process has opened it (``received`` -> ``stored``/``refused``, centre/opener.py)."""
         from sqlalchemy import select
 
         from centre.db import bundles
 
-        with self.centre.engine.connect() as conn:
-            return conn.execute(select(bundles).where(bundles.c.capture_id == capture_id)).first()
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.centre.engine.connect() as conn:
+                row = conn.execute(select(bundles).where(bundles.c.capture_id == capture_id)).first()
+            if row is None or not opened or row.status != "received" or time.monotonic() > deadline:
+                return row
+            time.sleep(0.05)
+
+    def opened(self, timeout: float = 60.0) -> None:
+        """Wait until the running centre process(es) opened every bundle received (centre/opener.py)."""
+        from centre.opener import waiting
+
+        deadline = time.monotonic() + timeout
+        while (left := waiting(self.centre.engine)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not left, f"{left} bundles received but not opened after {timeout} s: {self.log()[-2000:]}"
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """``capturekit centre ARGS --config <this centre's>`` in a subprocess."""

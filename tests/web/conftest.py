@@ -123,6 +123,7 @@ def _site(server: CentreServer) -> Iterator[Site]:
         b = make_bundle(server.sealing_line, s.kit, 50, key=s.b_students[0]["id_number"], journal="j1")
         tus.upload(b)
         s.b_capture = b.capture_id
+        server.opened()
         _sample_ids(s)
         yield s
 

@@ -119,6 +119,7 @@ def test_staff_plan_a_shoot_and_watch_the_classroom_arrive(sqlite_site, page, ki
         for batch_end in (total // 2, total):  # half the backlog, then the rest: the board follows each
             while daemon.uploaded < batch_end:
                 daemon.step()
+            site.server.opened()
             want = distinct_students_shot(site, kit)
             deadline = time.monotonic() + 20
             while shot_cell(page, SCHOOL) != want and time.monotonic() < deadline:
@@ -186,6 +187,7 @@ def test_school_uploads_roster_proofreads_and_files_errata(sqlite_site, page, tm
     tus = Tus(site.url, site.server.add_kit(kit))
     for n, st in enumerate(rows[:4], start=1):
         tus.upload(make_bundle(site.server.sealing_line, kit, n, key=st["id_number"], journal="p1"))
+    site.server.opened()
     page.goto(f"{site.url}/school")
     assert page.inner_text("#shot-total") == "4"
 
@@ -341,7 +343,8 @@ def test_student_registers_and_a_kit_accepts_the_code(sqlite_site, page, browser
     r = tus.create(len(data) - offset, {"capture_id": header.capture_id, "sha256": header.sealed_sha256,
                                         "header": json.dumps(header.to_dict())})
     r = tus.patch(tus.url(r), 0, data[offset:])
-    assert r.headers["Capturekit-Status"] == "stored"
+    assert r.headers["Capturekit-Status"] == "received"
+    site.server.opened()
 
     from centre.db import captures
 

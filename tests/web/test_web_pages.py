@@ -240,6 +240,7 @@ def test_the_board_tally_follows_captures_and_roster_loads(site, tmp_path):
     st = site.a_students[6]
     for frame in (1, 2):  # a new student, and their retake
         tus.upload(make_bundle(site.server.sealing_line, site.kit, 700, frame, key=st["id_number"], journal="tally"))
+    site.server.opened()
     after = on_board()
     assert after == direct()
     assert after[site.a][1] == before[site.a][1] + 1 and after[site.a][2] == before[site.a][2] + 1
