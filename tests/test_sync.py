@@ -184,7 +184,8 @@ def test_an_upload_begun_on_one_centre_process_resumes_on_another(kit_config, ce
     other = centre.second().start()
     try:
         with fp.FaultProxy(("127.0.0.1", centre.port)) as proxy:
-            cfg = syncing(cfg, centre, url=proxy.url, chunk_bytes=65536)
+            # one upload in flight: the one whose answer is lost is the one that moves to the other process
+            cfg = syncing(cfg, centre, url=proxy.url, chunk_bytes=65536, parallel_uploads=1)
             proxy.set(fp.cut_response(method="PATCH", path="/api/v1/uploads/", times=1))
             d = SyncDaemon(cfg)
             d.start()
@@ -364,3 +365,23 @@ def test_the_state_lives_in_the_journal_only(kit_config, centre):
     new = {p.name for p in after - before}
     assert new <= {"sync.lock", "journal.sqlite-wal", "journal.sqlite-shm"}, new
     assert Path(cfg.data_path / "journal.sqlite").exists()
+
+
+def test_two_uploads_in_flight_oldest_first_each_on_its_own_connection(kit_config, centre):
+    """One round sends the two oldest bundles at once; both are confirmed, the rest wait their turn."""
+    cfg = syncing(classroom(kit_config, n=4), centre, parallel_uploads=2)
+    d = SyncDaemon(cfg)
+    d.start()
+    try:
+        d.scan()
+        oldest = d._pending[:2]
+        assert len(d._centres) == 2 and d._centres[0].session is not d._centres[1].session
+        while d.step() != "upload":
+            pass
+        status = uploads(cfg)
+        assert d.uploaded == 2 and [status[c] for c in oldest] == ["confirmed", "confirmed"]
+        assert all(status[c] == "pending" for c in d._pending) and d._pending
+        drain(d)
+    finally:
+        d.close()
+    assert_exactly_once(cfg, centre)
