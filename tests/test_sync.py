@@ -3,11 +3,13 @@ names it, through every network fault the proxy can make; roster down, heartbeat
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -79,18 +81,32 @@ def drain(d: SyncDaemon, limit: float = 60.0) -> None:
     d.settle(limit)
 
 
-def test_a_backlog_reaches_the_centre_exactly_once(kit_config, centre):
-    cfg = syncing(classroom(kit_config), centre)
+@contextlib.contextmanager
+def running(cfg) -> Iterator[SyncDaemon]:
+    """A started sync daemon, closed afterwards (its lock, journal, watcher and connections)."""
     d = SyncDaemon(cfg)
     d.start()
     try:
+        yield d
+    finally:
+        d.close()
+
+
+def synced(cfg, limit: float = 60.0) -> SyncDaemon:
+    """Run a sync daemon until nothing is pending; the closed daemon (for its counters)."""
+    with running(cfg) as d:
+        drain(d, limit)
+    return d
+
+
+def test_a_backlog_reaches_the_centre_exactly_once(kit_config, centre):
+    cfg = syncing(classroom(kit_config), centre)
+    with running(cfg) as d:
         drain(d)
         assert d.uploaded == len(outbox(cfg))
         assert_exactly_once(cfg, centre)
         d.scan()
         assert d._pending == []  # nothing is sent twice
-    finally:
-        d.close()
     # a new sync daemon (a restart) finds nothing to do, and a journal row lost to a crash is re-confirmed
     # from the centre's own record without a second copy ("already have it")
     cid = sorted(outbox(cfg))[0]
@@ -98,13 +114,7 @@ def test_a_backlog_reaches_the_centre_exactly_once(kit_config, centre):
     with db:
         db.execute("DELETE FROM uploads WHERE capture_id = ?", [cid])
     db.close()
-    d = SyncDaemon(cfg)
-    d.start()
-    try:
-        drain(d)
-        assert d.uploaded == 1
-    finally:
-        d.close()
+    assert synced(cfg).uploaded == 1
     assert_exactly_once(cfg, centre)
     report = status_report(cfg)
     assert report["sync"]["backlog"] == 0 and report["sync"]["last_confirmed"] and report["sync"]["last_contact"]
@@ -145,12 +155,7 @@ def test_every_network_fault_still_delivers_exactly_once(kit_config, centre, rul
     with fp.FaultProxy(("127.0.0.1", centre.port), seed=7) as proxy:
         cfg = syncing(cfg, centre, url=proxy.url, chunk_bytes=65536)
         proxy.set(*rules)
-        d = SyncDaemon(cfg)
-        d.start()
-        try:
-            drain(d, 120)
-        finally:
-            d.close()
+        synced(cfg, 120)
         faults = proxy.stats().actions
     assert_exactly_once(cfg, centre)
     assert sum(v for k, v in faults.items() if k != "pass") > 0, faults  # the faults really happened
@@ -161,9 +166,7 @@ def test_a_captive_portal_is_never_taken_for_the_centre(kit_config, centre):
     with fp.FaultProxy(("127.0.0.1", centre.port)) as proxy:
         cfg = syncing(cfg, centre, url=proxy.url)
         proxy.set(fp.captive_portal())
-        d = SyncDaemon(cfg)
-        d.start()
-        try:
+        with running(cfg) as d:
             deadline = time.monotonic() + 5
             d.scan()
             while time.monotonic() < deadline:
@@ -173,8 +176,6 @@ def test_a_captive_portal_is_never_taken_for_the_centre(kit_config, centre):
             assert "captive portal" in (d.state.get("last_error") or {}).get("error", "")
             proxy.clear()  # the crew logs the kit in to the campus Wi-Fi
             drain(d)
-        finally:
-            d.close()
     assert_exactly_once(cfg, centre)
 
 
@@ -187,9 +188,7 @@ def test_an_upload_begun_on_one_centre_process_resumes_on_another(kit_config, ce
             # one upload in flight: the one whose answer is lost is the one that moves to the other process
             cfg = syncing(cfg, centre, url=proxy.url, chunk_bytes=65536, parallel_uploads=1)
             proxy.set(fp.cut_response(method="PATCH", path="/api/v1/uploads/", times=1))
-            d = SyncDaemon(cfg)
-            d.start()
-            try:
+            with running(cfg) as d:
                 d.scan()
                 first = d._pending[0]
                 while d.step() != "upload":  # the upload is created on the first process; a PATCH answer is lost
@@ -197,8 +196,6 @@ def test_an_upload_begun_on_one_centre_process_resumes_on_another(kit_config, ce
                 assert d.state.upload_url(first) and uploads(cfg)[first] == "pending"
                 d.centre.base = d.centre.origin = other.url  # the kit now reaches the second process
                 drain(d)
-            finally:
-                d.close()
         assert_exactly_once(cfg, centre)
     finally:
         other.stop()
@@ -217,12 +214,7 @@ def test_unopenable_bundles_are_confirmed_and_conflicting_ones_kept_and_not_retr
     ident = {"kit_id": cfg.kit_id, "journal_id": journal_id, "shot": 900, "frame": 1}
     sp.write_bundle(f"{cfg.kit_id}-{journal_id}-000900-01", ident, {"capture_id": "x"}, b"\xff\xd8 photo")
     cfg = syncing(cfg, centre)
-    d = SyncDaemon(cfg)
-    d.start()
-    try:
-        drain(d)
-    finally:
-        d.close()
+    synced(cfg)
     status = uploads(cfg)
     # sealed to a key the centre lacks: the centre holds the very bytes (refused, kept with its reason, opened
     # again once the key is installed); nothing the kit could send would differ, so for the kit it is confirmed
@@ -243,12 +235,7 @@ def test_unopenable_bundles_are_confirmed_and_conflicting_ones_kept_and_not_retr
     with db:
         db.execute("DELETE FROM uploads WHERE capture_id = ?", [cid])
     db.close()
-    d = SyncDaemon(cfg)
-    d.start()
-    try:
-        drain(d)
-    finally:
-        d.close()
+    synced(cfg)
     assert uploads(cfg)[cid] == "conflict" and centre.holds(cid).sha256 == held
 
 
@@ -261,14 +248,7 @@ def test_a_bundle_damaged_on_the_kit_is_never_stored_and_is_marked_damaged(kit_c
     raw = bytearray(path.read_bytes())
     raw[-10] ^= 1
     path.write_bytes(bytes(raw))
-    cfg = syncing(cfg, centre)
-    cfg = dataclasses.replace(cfg, sync=dataclasses.replace(cfg.sync, chunk_bytes=chunk))
-    d = SyncDaemon(cfg)
-    d.start()
-    try:
-        drain(d)
-    finally:
-        d.close()
+    synced(syncing(cfg, centre, chunk_bytes=chunk))
     assert uploads(cfg)[cid] == "damaged" and centre.holds(cid) is None
 
 
@@ -285,17 +265,13 @@ def test_heartbeats_up_and_the_roster_down(kit_config, centre, tmp_path):
     centre.cli("school", "add", school, "--name", "测试学校", "--argon2-opslimit", "1", "--argon2-memlimit-kib", "8")
     centre.cli("roster", "load", school, str(csv))
     centre.cli("assign", cfg.kit_id, school, "--replace")
-    d = SyncDaemon(cfg)
-    d.start()
-    try:
+    with running(cfg) as d:
         d.heartbeat()
         d.roster()
         etag = d.state.get("roster_etag")
         d.roster()  # unchanged: If-None-Match, 304
         assert d.state.get("roster_etag") == etag
         assert abs(d.state.get("clock_offset_s")) < 2
-    finally:
-        d.close()
     roster = Roster(cfg.roster_path)
     assert roster.count() == 7 and roster.lookup(roster.key().identity(card(STUDENTS[3]))) is not None
     with centre.centre.engine.connect() as conn:
@@ -308,14 +284,10 @@ def test_heartbeats_up_and_the_roster_down(kit_config, centre, tmp_path):
 def test_a_revoked_kit_stops_and_says_why(kit_config, centre):
     cfg = syncing(classroom(dataclasses.replace(kit_config, kit_id="kit-revoked"), n=2), centre)
     centre.cli("revoke-kit", cfg.kit_id)
-    d = SyncDaemon(cfg)
-    d.start()
-    try:
+    with running(cfg) as d:
         while d.step() != "upload":
             pass
         assert "401" in d.state.get("last_error")["error"] and set(uploads(cfg).values()) == {"pending"}
-    finally:
-        d.close()
 
 
 def test_confirmed_bundles_are_purged_at_the_end_of_the_day_and_only_they(kit_config, centre, room):
@@ -325,12 +297,7 @@ def test_confirmed_bundles_are_purged_at_the_end_of_the_day_and_only_they(kit_co
     room.wait(10)
     room.tap(card(STUDENTS[1]))
     room.press()
-    d = SyncDaemon(cfg)
-    d.start()
-    try:
-        drain(d)
-    finally:
-        d.close()
+    synced(cfg)
     confirmed = outbox(cfg)
     room.wait(10)
     room.tap(card(STUDENTS[2]))  # a third, not yet uploaded
@@ -355,12 +322,7 @@ def test_sync_needs_a_centre_and_a_token(kit_config, tmp_path):
 def test_the_state_lives_in_the_journal_only(kit_config, centre):
     cfg = syncing(classroom(kit_config, n=2), centre)
     before = {p for p in cfg.data_path.rglob("*") if p.is_file()}
-    d = SyncDaemon(cfg)
-    d.start()
-    try:
-        drain(d)
-    finally:
-        d.close()
+    synced(cfg)
     after = {p for p in cfg.data_path.rglob("*") if p.is_file()}
     new = {p.name for p in after - before}
     assert new <= {"sync.lock", "journal.sqlite-wal", "journal.sqlite-shm"}, new
@@ -370,9 +332,7 @@ def test_the_state_lives_in_the_journal_only(kit_config, centre):
 def test_two_uploads_in_flight_oldest_first_each_on_its_own_connection(kit_config, centre):
     """One round sends the two oldest bundles at once; both are confirmed, the rest wait their turn."""
     cfg = syncing(classroom(kit_config, n=4), centre, parallel_uploads=2)
-    d = SyncDaemon(cfg)
-    d.start()
-    try:
+    with running(cfg) as d:
         d.scan()
         oldest = d._pending[:2]
         assert len(d._centres) == 2 and d._centres[0].session is not d._centres[1].session
@@ -382,6 +342,4 @@ def test_two_uploads_in_flight_oldest_first_each_on_its_own_connection(kit_confi
         assert d.uploaded == 2 and [status[c] for c in oldest] == ["confirmed", "confirmed"]
         assert all(status[c] == "pending" for c in d._pending) and d._pending
         drain(d)
-    finally:
-        d.close()
     assert_exactly_once(cfg, centre)
