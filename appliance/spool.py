@@ -58,7 +58,8 @@ def _aside(path: Path) -> Path:
     raise StorageError(f"no free name to move {path} aside")
 
 
-def _sha256_range(path: Path, offset: int) -> str:
+def sha256_from(path: Path, offset: int) -> str:
+    """The SHA-256 of a file's bytes from ``offset`` to its end (a bundle's sealed bytes), read 1 MiB at a time."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         fh.seek(offset)
@@ -182,7 +183,7 @@ class Spool:
         if size != offset + h.sizes["sealed"]:
             return f"{size - offset} sealed bytes, the header says {h.sizes['sealed']} (truncated?)"
         try:
-            if deep and _sha256_range(path, offset) != h.sealed_sha256:
+            if deep and sha256_from(path, offset) != h.sealed_sha256:
                 return "the sealed bytes do not match their SHA-256"
         except OSError as exc:
             return f"unreadable: {exc}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,20 +40,17 @@ def _opened(args: argparse.Namespace) -> Any:
     """The centre, once every bundle already received is opened (here, or by the running ``centre serve``)."""
     from .context import open_centre
     from .errors import CentreError
-    from .opener import open_all, waiting
+    from .keys import load_keys
+    from .opener import until_opened
 
     cfg = _config(args)
+    c = open_centre(cfg)
     try:
-        c = open_centre(cfg, keys=True)
+        ring = load_keys(cfg).ring
     except CentreError as exc:  # the keys live with the serving processes only: they open, this waits
         print(f"note: {exc}; waiting for the centre's processes to open what they received", file=sys.stderr)
-        c = open_centre(cfg)
-    if c.keys is not None:
-        left = open_all(c.engine, c.storage, c.keys.ring, cfg.open_lease_s)
-    else:
-        deadline = time.monotonic() + 60
-        while (left := waiting(c.engine)) and time.monotonic() < deadline:
-            time.sleep(0.5)
+        ring = None
+    left = until_opened(c.engine, 60.0, c.storage, ring, cfg.open_lease_s)
     if left:
         print(f"note: {left} bundles received but not opened yet are not in what follows", file=sys.stderr)
     return c

@@ -116,12 +116,10 @@ def start_export(engine: Engine, storage: Storage, exports: Path, code: str, use
 def _run_export(engine: Engine, storage: Storage, exports: Path, code: str, school_id: int, user_id: int,
                 job_id: int) -> None:
     from .export import export
-    from .opener import waiting
+    from .opener import until_opened
 
     try:
-        deadline = time.monotonic() + 60  # what kits have already delivered is opened first (centre/opener.py)
-        while waiting(engine) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        until_opened(engine, 60.0)  # what kits have already delivered is opened first, by this process's opener
         with engine.connect() as conn:
             people = family_students(conn, school_id)
             caps = captures_by_student(conn, school_id)

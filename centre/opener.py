@@ -4,7 +4,7 @@ A confirmed upload is a ``received`` bundle (:func:`centre.ingest.finalize`); :c
 ``capturekit centre serve`` that turns it into a capture (:func:`centre.ingest.open_received`). It wakes when
 this process receives a bundle and sweeps the database every ``sweep_s`` for bundles another process received,
 or one that died while opening (its lease, ``open_lease_s``, ran out). Opening runs at a lower CPU priority
-than answering kits. Admin commands that read captures (export, progress) call :func:`open_due` themselves first.
+than answering kits. What reads captures for people (export, progress) calls :func:`until_opened` first.
 """
 
 from __future__ import annotations
@@ -44,12 +44,15 @@ def waiting(engine: Engine) -> int:
                             .where(bundles.c.status == "received")).scalar_one()
 
 
-def open_all(engine: Engine, storage: Storage, keys: KeyRing, lease_s: float, timeout: float = 60.0) -> int:
-    """Open what is due here and wait for what other processes hold, up to ``timeout``; the number left."""
+def until_opened(engine: Engine, timeout: float = 60.0, storage: Storage | None = None, keys: KeyRing | None = None,
+                 lease_s: float = 30.0) -> int:
+    """Wait, up to ``timeout``, until no received bundle is left unopened; the number still left. With ``keys``
+    (and ``storage``), open what is due here meanwhile; without, the serving processes' openers do it."""
     deadline = time.monotonic() + timeout
     while True:
-        while open_due(engine, storage, keys, lease_s):
-            pass
+        if keys is not None and storage is not None:
+            while open_due(engine, storage, keys, lease_s):
+                pass
         left = waiting(engine)
         if not left or time.monotonic() >= deadline:
             return left

@@ -229,7 +229,7 @@ def _assemble(engine: Engine, storage: Storage, row: Any, upload_id: str, chunks
         at += c_length
     parts.append(body)
     try:
-        stored = finalize(engine, storage, row, body if not chunks else b"".join(parts), sha)
+        stored = finalize(engine, storage, row, b"".join(parts), sha)  # (one part: joined without a copy)
     except ApiError as exc:
         if exc.status == 460:  # wrong overall SHA-256: the upload is discarded, the kit starts again
             _discard(engine, storage, upload_id)

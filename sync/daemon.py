@@ -17,7 +17,6 @@ stuck on a socket stops the pings and gets the unit restarted.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import os
 import random
@@ -36,7 +35,7 @@ from appliance.clock import SystemClock
 from appliance.config import Config, ConfigError
 from appliance.errors import EXIT_STORAGE, StorageError
 from appliance.roster import RosterError, install_protected
-from appliance.spool import SUFFIX
+from appliance.spool import SUFFIX, sha256_from
 
 from .client import AuthFailed, Bundle, Centre, CentreError, Confirmation, Mismatch, Refused, Throttled
 from .state import SyncState
@@ -248,12 +247,7 @@ class SyncDaemon:
     def _intact(self, bundle: Bundle) -> bool:
         """Whether the bundle's sealed bytes still match its header's SHA-256 (asked when the centre says they
         do not: a card that damaged them, or bytes damaged on the way)."""
-        h = hashlib.sha256()
-        with open(bundle.path, "rb") as fh:
-            fh.seek(bundle.offset)
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-        return h.hexdigest() == bundle.sha256
+        return sha256_from(bundle.path, bundle.offset) == bundle.sha256
 
     def upload(self, *cids: str) -> None:
         """Upload these bundles at once, one per client (create or resume each), then record each outcome in

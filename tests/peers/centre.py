@@ -161,11 +161,9 @@ class CentreServer:
 
     def opened(self, timeout: float = 60.0) -> None:
         """Wait until the running centre process(es) opened every bundle received (centre/opener.py)."""
-        from centre.opener import waiting
+        from centre.opener import until_opened
 
-        deadline = time.monotonic() + timeout
-        while (left := waiting(self.centre.engine)) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        left = until_opened(self.centre.engine, timeout)
         assert not left, f"{left} bundles received but not opened after {timeout} s: {self.log()[-2000:]}"
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
