@@ -21,6 +21,15 @@ KIT_LOCK = "kit.lock"
 ROSTER_LOCK = "roster.lock"
 
 
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory ``path`` (a file renamed or created in it) survive a power cut."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class Lock:
     """An exclusive, non-blocking flock on one file; released on :meth:`release` or process exit."""
 

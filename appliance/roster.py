@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import idnumber
-from .datadir import ROSTER_LOCK, Lock
+from .datadir import ROSTER_LOCK, Lock, fsync_dir
 from .identity import Identity, InvalidIdentity, Kind, make
 from .journal import Journal
 from .protect import RosterKey
@@ -311,11 +311,7 @@ def _install(db_path: Path, key: RosterKey, students: list[tuple[str, str, str, 
         raise
     conn.close()
     os.replace(tmp, db_path)  # the commit above synced the file; make the rename durable too
-    fd = os.open(db_path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(db_path.parent)
 
 
 class Roster:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .bundle import BundleFormatError, CentreKey, Header, read_header, seal
+from .datadir import fsync_dir
 from .errors import StorageError
 
 log = logging.getLogger("capturekit.spool")
@@ -38,14 +39,6 @@ class Written:
     size: int  # bytes of the whole file
     photo_sha256: str  # of the plain photo (only the centre can check it, after opening)
     derivative_sha256: str = ""  # of the plain diploma derivative, if any
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _aside(path: Path) -> Path:
@@ -106,7 +99,7 @@ class Spool:
             fh.flush()
             os.fsync(fh.fileno())
         os.rename(tmp, final)
-        _fsync_dir(directory)
+        fsync_dir(directory)
         return final
 
     def _write(self, directory: Path, kind: str, capture_id: str, ident: dict[str, Any], record: dict[str, Any],
@@ -211,7 +204,7 @@ class Spool:
             if dest.exists() or dest.is_symlink():
                 dest = _aside(dest)
             os.rename(self.path(capture_id), dest)
-            _fsync_dir(self.outbox)
+            fsync_dir(self.outbox)
         except OSError as exc:
             raise StorageError(f"cannot move {capture_id} to {self.orphans}: {exc}") from exc
         return dest
@@ -220,7 +213,7 @@ class Spool:
         """Purge one sealed file the centre has confirmed (a plain unlink: it is sealed). False if already gone."""
         try:
             path.unlink()
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except FileNotFoundError:
             return False
         except OSError as exc:

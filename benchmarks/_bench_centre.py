@@ -43,17 +43,11 @@ MB = 2**20
 
 
 # ---- the launcher (runs in the centre's process)
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def sink_app(root: Path) -> Any:
     """``PUT /bench/sink/<name>``: stream the body to a file, fsync, rename, fsync the directory; ``204``."""
     from starlette.concurrency import run_in_threadpool
+
+    from appliance.datadir import fsync_dir
 
     root.mkdir(parents=True, exist_ok=True)
 
@@ -62,7 +56,7 @@ def sink_app(root: Path) -> Any:
         os.fsync(fh.fileno())
         fh.close()
         os.replace(tmp, final)
-        _fsync_dir(root)
+        fsync_dir(root)
 
     async def answer(send: Any, status: int) -> None:
         await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", b"0")]})

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
+from appliance.datadir import fsync_dir
+
 _PART = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 
 
@@ -60,14 +62,6 @@ class Storage(Protocol):
     def describe(self) -> str: ...
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class DirectoryStorage:
     """Objects as files under ``root``."""
 
@@ -86,7 +80,7 @@ class DirectoryStorage:
         for m in reversed(missing):
             with contextlib.suppress(FileExistsError):
                 m.mkdir()
-            _fsync_dir(m.parent)  # the new directory entry itself must survive a power cut
+            fsync_dir(m.parent)  # the new directory entry itself must survive a power cut
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
@@ -98,7 +92,7 @@ class DirectoryStorage:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except OSError as exc:
             raise StorageError(f"object {key}: {exc.strerror or exc}") from exc
 
