@@ -380,23 +380,27 @@ def _check(cfg: Config) -> None:
         raise ConfigError(rules[0] if len(rules) == 1 else f"{rules[0]} (and {len(rules) - 1} more problems)")
 
 
+def read_toml(explicit: str | os.PathLike[str] | None, default: Path) -> tuple[Path, dict[str, Any]]:
+    """The file ``explicit`` names (it must exist), else ``default`` if it exists, read as TOML (a BOM from a
+    Windows editor accepted): the path and its tables, or ConfigError with one line saying what is wrong."""
+    file = Path(explicit) if explicit else default
+    if not file.exists():
+        if explicit:
+            raise ConfigError(f"{file}: no such configuration file")
+        return file, {}
+    try:
+        return file, tomllib.loads(file.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot be read: {exc.strerror}") from None
+
+
 def load(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
     """Load and validate the configuration (see module docstring for how the path is chosen)."""
-    explicit = path or os.environ.get(ENV_PATH)
-    file = Path(explicit) if explicit else DEFAULT_PATH
-    data: dict[str, Any] = {}
-    if file.exists():
-        try:
-            text = file.read_bytes().decode("utf-8-sig")  # a BOM (Windows editors) is accepted
-            data = tomllib.loads(text)
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{file}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{file}: not valid TOML: {exc}") from None
-        except OSError as exc:
-            raise ConfigError(f"{file}: cannot be read: {exc.strerror}") from None
-    elif explicit:
-        raise ConfigError(f"{file}: no such configuration file")
+    file, data = read_toml(path or os.environ.get(ENV_PATH), DEFAULT_PATH)
     if "readers" in data and isinstance(data["readers"], list):
         data["readers"] = [dict(r) for r in data["readers"]]
     data.update({k: v for k, v in overrides.items() if v is not None})

@@ -11,12 +11,11 @@ S3 keys from the environment boto3 reads (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_A
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from appliance.config import ConfigError, build
+from appliance.config import ConfigError, build, read_toml
 from appliance.protect import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT
 
 DEFAULT_PATH = Path("/etc/capturekit/centre.toml")
@@ -110,20 +109,7 @@ def _check(cfg: CentreConfig) -> None:
 
 def load(path: str | os.PathLike[str] | None = None, **overrides: Any) -> CentreConfig:
     """Load and validate the centre configuration; ``overrides`` (None values ignored) win over the file."""
-    explicit = path or os.environ.get(ENV_PATH)
-    file = Path(explicit) if explicit else DEFAULT_PATH
-    data: dict[str, Any] = {}
-    if file.exists():
-        try:
-            data = tomllib.loads(file.read_bytes().decode("utf-8-sig"))
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{file}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{file}: not valid TOML: {exc}") from None
-        except OSError as exc:
-            raise ConfigError(f"{file}: cannot be read: {exc.strerror}") from None
-    elif explicit:
-        raise ConfigError(f"{file}: no such configuration file")
+    file, data = read_toml(path or os.environ.get(ENV_PATH), DEFAULT_PATH)
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         cfg = build(CentreConfig, data)
