@@ -24,6 +24,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import heartbeats, rosters, uploads
+from .bodycap import capped
 from .context import Centre
 from .errors import ApiError
 from .ingest import held
@@ -192,7 +193,7 @@ async def upload_patch(request: Request, kit: KitDep, upload_id: str,
         raise ApiError(415, "bad_content_type", "Content-Type: application/offset+octet-stream")
     offset = _int_header("Upload-Offset", upload_offset)
     checksum = uploads.parse_checksum(upload_checksum)
-    row = await run_in_threadpool(uploads.head, centre.engine, kit, upload_id)
+    row = await run_in_threadpool(uploads.upload_row, centre.engine, kit, upload_id)
     room = max(row.length - (offset or 0), 0)
     declared = _int_header("Content-Length", content_length, required=False)
     if declared is not None and declared > room:
@@ -212,8 +213,8 @@ async def upload_patch(request: Request, kit: KitDep, upload_id: str,
             raise ApiError(400, "body_incomplete", "the connection closed inside a checksummed body: nothing kept")
         body = b"".join(pieces)
         del pieces
-        state = await run_in_threadpool(uploads.append, centre.engine, centre.storage, kit, upload_id, offset or 0,
-                                        body, checksum)
+        state = await run_in_threadpool(uploads.append, centre.engine, centre.storage, kit, row, offset or 0, body,
+                                        checksum)
         del body
     if state.stored is not None and state.stored.status == "received" and centre.opener is not None:
         centre.opener.poke()
@@ -294,16 +295,6 @@ class KitApiMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         is_upload = scope["path"].startswith(f"{BASE}/uploads")
-        received = 0
-
-        async def capped() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > MAX_JSON_BODY:
-                    raise ApiError(413, "body_too_large", f"request bodies are at most {MAX_JSON_BODY} bytes")
-            return message
 
         async def tagged(message: Message) -> None:
             if message["type"] == "http.response.start" and is_upload:
@@ -311,8 +302,10 @@ class KitApiMiddleware:
                 message = {**message, "headers": [*headers, (b"tus-resumable", TUS_VERSION.encode())]}
             await send(message)
 
-        uncapped = scope["method"] == "PATCH" and is_upload
-        await self.app(scope, receive if uncapped else capped, tagged)
+        if not (scope["method"] == "PATCH" and is_upload):
+            receive = capped(receive, MAX_JSON_BODY, lambda: ApiError(
+                413, "body_too_large", f"request bodies are at most {MAX_JSON_BODY} bytes"))
+        await self.app(scope, receive, tagged)
 
 
 def create_app(centre: Centre, lifespan: Any = None) -> FastAPI:

@@ -120,7 +120,7 @@ def create(engine: Engine, kit: Kit, length: int, metadata: str | None, max_size
     return Created(upload_id, length, None)
 
 
-def _upload(engine: Engine, kit: Kit, upload_id: str) -> Any:
+def upload_row(engine: Engine, kit: Kit, upload_id: str) -> Any:
     """The upload row if it is this kit's (another kit's upload is as absent as one that never was: 404)."""
     if not UPLOAD_ID.match(upload_id):
         raise ApiError(404, "no_such_upload", "upload ids are 32 hex digits")
@@ -139,7 +139,7 @@ class State:
 
 
 def head(engine: Engine, kit: Kit, upload_id: str) -> State:
-    row = _upload(engine, kit, upload_id)
+    row = upload_row(engine, kit, upload_id)
     stored = None
     if row.status == "complete":
         with engine.connect() as conn:
@@ -171,10 +171,11 @@ def _delete_objects(storage: Storage, keys: list[str]) -> None:
             log.warning("chunk object %s not deleted: %s", key, exc)
 
 
-def append(engine: Engine, storage: Storage, kit: Kit, upload_id: str, offset: int, body: bytes,
+def append(engine: Engine, storage: Storage, kit: Kit, row: Any, offset: int, body: bytes,
            checksum: tuple[str, bytes] | None) -> State:
-    """PATCH: add ``body`` at ``offset``; the last byte runs :func:`centre.ingest.finalize`."""
-    row = _upload(engine, kit, upload_id)
+    """PATCH: add ``body`` at ``offset`` of the upload ``row`` (:func:`upload_row`, read before the body came: every
+    write below is conditional on the offset it saw); the last byte runs :func:`centre.ingest.finalize`."""
+    upload_id = row.id
     if row.status == "complete":
         if offset == row.length and not body:
             return head(engine, kit, upload_id)
@@ -249,7 +250,7 @@ def _discard(engine: Engine, storage: Storage, upload_id: str) -> None:
 
 def terminate(engine: Engine, storage: Storage, kit: Kit, upload_id: str) -> None:
     """DELETE (termination): only an incomplete upload of this kit; its chunks go with it."""
-    row = _upload(engine, kit, upload_id)
+    row = upload_row(engine, kit, upload_id)
     if row.status == "complete":
         raise ApiError(403, "upload_complete", "a complete upload is a capture: it is never deleted")
     _discard(engine, storage, upload_id)

@@ -21,8 +21,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..bodycap import capped
 from ..context import Centre
 from ..storage import StorageError
 from .security import ANON_COOKIE, LoginRequired, set_cookie
@@ -46,18 +47,7 @@ class WebDispatch:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or is_kit_api(scope["path"]):
             return await self.app(scope, receive, send)
-        received = 0
-
-        async def capped() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise HTTPException(413, "too_large")
-            return message
-
-        await self.web(scope, capped, send)
+        await self.web(scope, capped(receive, self.max_body, lambda: HTTPException(413, "too_large")), send)
 
 
 def mount(app: FastAPI, centre: Centre) -> FastAPI:
