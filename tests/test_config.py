@@ -55,6 +55,8 @@ def test_env_and_overrides(tmp_path, monkeypatch):
     ("[camera]\nmax_failures = 0\n", "camera.max_failures: must be at least 1"),
     ("[camera]\ncolour_gains = [0.0, 1.5]\n", "camera.colour_gains"),
     ("log_level = 'LOUD'\n", "log_level: must be DEBUG"),
+    ("[sync]\nparallel_uploads = 0\n", "sync.parallel_uploads: must be 1..8"),
+    ("[sync]\nparallel_uploads = 9\n", "sync.parallel_uploads: must be 1..8"),
     ("[makeup_qr]\npublic_keys = ['not base64!']\n", "makeup_qr.public_keys: each must be a base64"),
     ("[makeup_qr]\npublic_keys = ['AAAA']\n", "makeup_qr.public_keys: each must be a base64 Ed25519 public key"),
     ("[makeup_qr]\nrevoked = ['xyz']\n", "makeup_qr.revoked: each must be a code id in hex"),

@@ -66,7 +66,8 @@ def test_serve_without_a_key_says_how_to_make_one(tmp_path):
 
 
 @pytest.mark.parametrize("text, key", [("listen_port = 0\n", "listen_port"), ("listen_port = 'x'\n", "listen_port"),
-                                       ("storage_url = 'ftp://x'\n", "storage_url"), ("colour = 1\n", "colour")])
+                                       ("storage_url = 'ftp://x'\n", "storage_url"), ("colour = 1\n", "colour"),
+                                       ("open_lease_s = 0\n", "open_lease_s: must be 1..3600")])
 def test_config_errors_name_the_key(tmp_path, text, key):
     from appliance.config import ConfigError
     from centre.config import load
