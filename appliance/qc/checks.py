@@ -122,6 +122,16 @@ class Scene:
         return s, mask.astype(bool)
 
     @cached_property
+    def face_mask(self) -> tuple[tuple[slice, slice], np.ndarray] | None:
+        """The face outline as a mask over its bounding box (several checks use it)."""
+        return self.polygon_mask(self.lm.face_outline)
+
+    @cached_property
+    def face_luma(self) -> np.ndarray | None:
+        """Luma of the skin inside the face outline, eyes and mouth excluded (they are dark in everyone)."""
+        return _face_luma(self)
+
+    @cached_property
     def person_mask(self) -> np.ndarray:
         """Where the sitter may be, generously (True = maybe person), on a grid of every ``_BG_STEP``-th pixel:
         the head and hair as an ellipse around the face, the neck, and shoulders widening down to the
@@ -211,8 +221,7 @@ def yaw(sc: Scene, cfg: QcConfig) -> CheckResult:
 
 
 def _face_luma(sc: Scene) -> np.ndarray | None:
-    """Luma of the skin inside the face outline, eyes and mouth excluded (they are dark in everyone)."""
-    pm = sc.polygon_mask(sc.lm.face_outline)
+    pm = sc.face_mask
     if pm is None:
         return None
     s, mask = pm
@@ -231,7 +240,7 @@ def exposure(sc: Scene, cfg: QcConfig) -> CheckResult:
     """90th percentile of face-skin luma: the lit side of the face, which reaches a similar level for light
     and dark skin under the same light, and drops with the light (a dark face fails, a dark-skinned one
     correctly lit does not)."""
-    px = _face_luma(sc)
+    px = sc.face_luma
     if px is None:
         return not_measured("exposure")
     return within("exposure", float(np.percentile(px, 90)), cfg.face_luma_pass, cfg.face_luma_fail,
@@ -239,7 +248,7 @@ def exposure(sc: Scene, cfg: QcConfig) -> CheckResult:
 
 
 def highlights(sc: Scene, cfg: QcConfig) -> CheckResult:
-    pm = sc.polygon_mask(sc.lm.face_outline)
+    pm = sc.face_mask
     if pm is None:
         return not_measured("highlights")
     s, mask = pm
@@ -304,7 +313,7 @@ def eye_openness(lm: FaceLandmarks) -> float:
 
 
 def eye_visibility(sc: Scene) -> float | None:
-    face = _face_luma(sc)
+    face = sc.face_luma
     if face is None:
         return None
     skin = max(float(np.median(face)), 1.0)

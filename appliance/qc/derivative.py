@@ -8,7 +8,9 @@ PhotoSpec ranges; then the JPEG quality is searched so the file size lands in th
 from __future__ import annotations
 
 import io
+import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -101,30 +103,58 @@ def plan_crop(face: FaceGeometry, frame_size: tuple[int, int], spec: PhotoSpec) 
 
 
 def _encode(img: Image.Image, spec: PhotoSpec) -> bytes:
+    """The largest JPEG quality whose file fits under the maximum size (4:2:0, else 4:4:4 if 4:2:0 is too small)."""
     lo_size, hi_size = spec.file_size_bytes
+    made: dict[tuple[int, int], bytes] = {}
 
     def enc(q: int, subsampling: int) -> bytes:
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=q, subsampling=subsampling, dpi=(spec.dpi, spec.dpi))
-        return buf.getvalue()
+        if (q, subsampling) not in made:
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=q, subsampling=subsampling, dpi=(spec.dpi, spec.dpi))
+            made[q, subsampling] = buf.getvalue()
+        return made[q, subsampling]
 
     best = b""
-    for subsampling in (2, 0):  # 4:2:0 first; 4:4:4 makes a larger file when 4:2:0 is too small
-        if len(enc(spec.jpeg_quality_min, subsampling)) > hi_size:
+    for subsampling in (2, 0):
+        q = _largest_fitting(lambda q, ss=subsampling: len(enc(q, ss)), spec.jpeg_quality_min,
+                             spec.jpeg_quality_max, hi_size)
+        if q is None:  # even the lowest quality is too large
             if subsampling == 2:
                 raise DerivativeError("file_too_large", f"> {hi_size} bytes at quality {spec.jpeg_quality_min}")
             break
-        lo, hi = spec.jpeg_quality_min, spec.jpeg_quality_max
-        while lo < hi:  # largest quality whose file fits under the maximum
-            mid = (lo + hi + 1) // 2
-            if len(enc(mid, subsampling)) <= hi_size:
-                lo = mid
-            else:
-                hi = mid - 1
-        best = enc(lo, subsampling)
+        best = enc(q, subsampling)
         if len(best) >= lo_size:
             return best
     raise DerivativeError("file_too_small", f"{len(best)} < {lo_size} bytes even at quality {spec.jpeg_quality_max}")
+
+
+_LOG_SIZE_PER_Q = 0.025  # typical d ln(file size) / d quality near q 75 (libjpeg, 480x640 portraits)
+
+
+def _largest_fitting(size: Callable[[int], int], lo: int, hi: int, limit: int) -> int | None:
+    """The largest q in [lo, hi] with size(q) <= limit, or None if none fits; size must grow with q.
+
+    A secant search on ln(size) takes two or three encodes where bisection of 60..95 takes six; every probe
+    narrows the bracket, and after four probes it bisects, so it ends in at most a few more on any input.
+    """
+    fit, over = lo - 1, hi + 1  # largest q known to fit, smallest q known not to
+    q, last, probes = (lo + hi + 1) // 2, None, 0
+    while True:
+        n = size(q)
+        probes += 1
+        if n <= limit:
+            fit = q
+        else:
+            over = q
+        if over - fit <= 1:
+            return fit if fit >= lo else None
+        ln = math.log(max(n, 1))
+        slope = _LOG_SIZE_PER_Q
+        if last is not None and (ln - last[1]) / (q - last[0]) > 0:
+            slope = (ln - last[1]) / (q - last[0])
+        last = (q, ln)
+        guess = math.floor(q + (math.log(limit) - ln) / slope) if probes < 4 else (fit + over) // 2
+        q = min(over - 1, max(fit + 1, guess))
 
 
 def make_derivative(jpeg: bytes, report: QcReport, spec: PhotoSpec) -> bytes:
@@ -157,19 +187,26 @@ def make_derivative(jpeg: bytes, report: QcReport, spec: PhotoSpec) -> bytes:
 
 
 def _cut(src: Decoded, box: tuple[float, float, float, float], spec: PhotoSpec) -> np.ndarray:
-    """Scale-and-translate the full-frame ``box`` of ``src`` to the output size (area filter)."""
+    """Scale-and-translate the full-frame ``box`` of ``src`` to the output size.
+
+    A Gaussian pre-filter sized to the reduction (sigma = (1/scale - 1) / 2, as scikit-image's rescale) then one
+    bilinear warp: the anti-aliasing of an area filter at about a fifth of its cost for a fractional scale.
+    """
     h, w = src.rgb.shape[:2]
     kx, ky = w / src.full[0], h / src.full[1]
     x0, y0, x1, y1 = box[0] * kx, box[1] * ky, box[2] * kx, box[3] * ky
-    ix0, iy0 = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
-    ix1, iy1 = min(w, int(np.ceil(x1))), min(h, int(np.ceil(y1)))
-    crop = src.rgb[iy0:iy1, ix0:ix1]
-    if crop.shape[1] < 2 or crop.shape[0] < 2:
+    if x1 - x0 < 2 or y1 - y0 < 2:
         raise DerivativeError("face_too_small", "crop is empty at the decode scale")
-    # area-resample the integer box, then shift by the sub-pixel remainder (< 1 source px) with the scale
     sx, sy = spec.width_px / (x1 - x0), spec.height_px / (y1 - y0)
-    size = (max(1, round(crop.shape[1] * sx)), max(1, round(crop.shape[0] * sy)))
-    small = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
-    m = np.array([[1, 0, -(x0 - ix0) * sx], [0, 1, -(y0 - iy0) * sy]], np.float64)
-    return cv2.warpAffine(small, m, (spec.width_px, spec.height_px), flags=cv2.INTER_LINEAR,
+    sigma_x, sigma_y = max(0.0, (1 / sx - 1) / 2), max(0.0, (1 / sy - 1) / 2)
+    pad = int(np.ceil(3 * max(sigma_x, sigma_y))) + 2  # the filter's support plus the bilinear neighbour
+    ix0, iy0 = max(0, int(np.floor(x0)) - pad), max(0, int(np.floor(y0)) - pad)
+    ix1, iy1 = min(w, int(np.ceil(x1)) + pad), min(h, int(np.ceil(y1)) + pad)
+    crop = src.rgb[iy0:iy1, ix0:ix1]
+    if sigma_x > 0.05 or sigma_y > 0.05:
+        crop = cv2.GaussianBlur(crop, (0, 0), sigmaX=max(sigma_x, 0.05), sigmaY=max(sigma_y, 0.05),
+                                borderType=cv2.BORDER_REPLICATE)
+    # output pixel u's centre is source x0 + (u + 0.5) / sx - 0.5 (pixel centres at integers)
+    m = np.array([[1 / sx, 0, x0 - ix0 + 0.5 / sx - 0.5], [0, 1 / sy, y0 - iy0 + 0.5 / sy - 0.5]], np.float64)
+    return cv2.warpAffine(crop, m, (spec.width_px, spec.height_px), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_REPLICATE)
