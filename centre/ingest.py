@@ -151,6 +151,47 @@ def finalize(engine: Engine, storage: Storage, upload: Any, data: bytes, sha: st
     raise AssertionError("unreachable")
 
 
+def receive_whole(engine: Engine, storage: Storage, kit_id: int, upload_id: str, capture_id: str, sha256: str,
+                  header: str, offered_header: str, data: bytes, sha: str | None = None) -> Stored:
+    """Every byte of a new upload in one request (creation-with-upload): verified, the object stored, then one
+    transaction commits the complete upload and its ``received`` bundle. A wrong SHA-256 keeps nothing (460);
+    a capture id already held answers with what is held (same SHA-256) or 409 (flagged), storing no copy."""
+    sha = sha or hashlib.sha256(data).hexdigest()
+    if sha != sha256:
+        raise ApiError(460, "checksum_mismatch", f"the {len(data)} bytes received have SHA-256 {sha}, the metadata"
+                       f" says {sha256}: nothing kept, start again")
+    with engine.connect() as conn:
+        existing = held(conn, capture_id)
+    if existing is None:
+        sealed_key = f"bundles/k{kit_id}/{capture_id}.{sha}.sealed"
+        storage.put(sealed_key, data)
+        now = utcnow()
+        try:
+            with engine.begin() as conn:
+                existing = held(conn, capture_id)
+                if existing is None:
+                    conn.execute(uploads.insert().values(id=upload_id, kit_id=kit_id, capture_id=capture_id,
+                                                         sha256=sha, length=len(data), offset=len(data),
+                                                         header=header, status="complete", created_at=now,
+                                                         updated_at=now))
+                    conn.execute(bundles.insert().values(capture_id=capture_id, kit_id=kit_id, upload_id=upload_id,
+                                                         sha256=sha, size=len(data), object_key=sealed_key,
+                                                         header=header, status="received", received_at=now,
+                                                         open_after=now))
+                    conn.execute(update(kits).where(kits.c.id == kit_id).values(last_seen_at=now))
+                    return Stored(capture_id, sha, "received", None, upload_id)
+        except IntegrityError:  # another process committed the same capture id first
+            with engine.connect() as conn:
+                existing = held(conn, capture_id)
+            if existing is None:
+                raise
+    if existing.sha256 == sha:
+        return existing
+    with engine.begin() as conn:
+        flag_conflict(conn, kit_id, capture_id, existing.sha256, sha, offered_header)
+    raise conflict_error(capture_id)
+
+
 def _commit(conn: Connection, upload: Any, sha: str, sealed_key: str) -> Stored | ApiError:
     """One transaction; an ApiError is returned (not raised) when what it did must still be committed."""
     now = utcnow()
@@ -200,7 +241,8 @@ def open_received(engine: Engine, storage: Storage, keys: KeyRing, capture_id: s
     where = f"k{row.kit_id}/{capture_id}"
     status, reason, detail, opened, photo_key, deriv_key = "stored", None, None, None, None, None
     try:
-        opened = open_bundle(json.loads(row.header), data, keys)
+        # (its SHA-256 was checked on arrival; a byte changed since would fail the sealed box's Poly1305 tag)
+        opened = open_bundle(json.loads(row.header), data, keys, row.sha256)
     except BundleRefused as exc:
         status, reason, detail = "refused", exc.reason, exc.detail
         log.warning("capture %s refused: %s", capture_id, exc)

@@ -111,7 +111,8 @@ router = APIRouter(prefix=BASE)
 
 def _tus_headers(centre: Centre) -> dict[str, str]:
     return {"Tus-Resumable": TUS_VERSION, "Tus-Version": TUS_VERSION,
-            "Tus-Extension": "creation,checksum,termination", "Tus-Checksum-Algorithm": "sha256,sha1",
+            "Tus-Extension": "creation,creation-with-upload,checksum,termination",
+            "Tus-Checksum-Algorithm": "sha256,sha1",
             "Tus-Max-Size": str(centre.config.max_upload_bytes)}
 
 
@@ -132,21 +133,75 @@ def _int_header(name: str, value: str | None, required: bool = True) -> int | No
     return int(v)
 
 
-@router.post("/uploads", status_code=201, dependencies=[Depends(tus_resumable)], responses=ERRORS)
-def upload_create(request: Request, kit: KitDep,
-                  upload_length: Annotated[str | None, Header()] = None,
-                  upload_metadata: Annotated[str | None, Header()] = None,
-                  upload_defer_length: Annotated[str | None, Header()] = None) -> Response:
-    """tus creation: a new upload of one bundle's sealed bytes, or "already have it" (201 + confirmation)."""
+CREATE_BODY = {"requestBody": {"required": False, "content": {"application/offset+octet-stream": {
+    "schema": {"type": "string", "format": "binary"}}}}}
+
+
+@router.post("/uploads", status_code=201, dependencies=[Depends(tus_resumable)], responses=ERRORS,
+             openapi_extra=CREATE_BODY)
+async def upload_create(request: Request, kit: KitDep,
+                        upload_length: Annotated[str | None, Header()] = None,
+                        upload_metadata: Annotated[str | None, Header()] = None,
+                        upload_defer_length: Annotated[str | None, Header()] = None,
+                        upload_checksum: Annotated[str | None, Header()] = None,
+                        content_type: Annotated[str | None, Header()] = None,
+                        content_length: Annotated[str | None, Header()] = None) -> Response:
+    """tus creation: a new upload of one bundle's sealed bytes, or "already have it" (201 + confirmation).
+
+    creation-with-upload: with ``Content-Type: application/offset+octet-stream`` the body is the upload's first
+    bytes; when it is all of them the answer is the confirmation itself (one request, one transaction)."""
     centre = _centre(request)
     if upload_defer_length is not None:
         raise ApiError(400, "defer_length_unsupported", "Upload-Defer-Length is not supported: send Upload-Length")
-    length = _int_header("Upload-Length", upload_length)
-    created = uploads.create(centre.engine, kit, length or 0, upload_metadata, centre.config.max_upload_bytes)
-    headers = {"Location": f"{BASE}/uploads/{created.upload_id}", "Tus-Resumable": TUS_VERSION}
-    if created.existing is not None:
-        headers.update({"Upload-Offset": str(created.length), **created.existing.headers()})
+    length = _int_header("Upload-Length", upload_length) or 0
+    declared = _int_header("Content-Length", content_length, required=False)
+    with_body = (content_type or "").split(";")[0].strip().lower() == "application/offset+octet-stream"
+    if not with_body:
+        if declared:
+            raise ApiError(415, "bad_content_type", "a creation body needs Content-Type:"
+                           " application/offset+octet-stream (creation-with-upload)")
+        created = await run_in_threadpool(uploads.create, centre.engine, kit, length, upload_metadata,
+                                          centre.config.max_upload_bytes)
+        offset, stored = 0, created.existing
+    else:
+        checksum = uploads.parse_checksum(upload_checksum)
+        uploads.check_length(length, centre.config.max_upload_bytes)
+        if declared is not None and declared > length:
+            raise ApiError(413, "past_upload_length", f"{declared} bytes go past Upload-Length {length}")
+        async with _bodies():
+            # (cut short, it is dropped: the kit never learnt this upload's URL, it will create another)
+            body = await _read_body(request, length, checksum, keep_partial=False)
+            created, state = await run_in_threadpool(uploads.create_with_body, centre.engine, centre.storage, kit,
+                                                     length, upload_metadata, centre.config.max_upload_bytes, body,
+                                                     checksum)
+            del body
+        offset, stored = state.offset, state.stored
+    if stored is not None and stored.status == "received" and centre.opener is not None:
+        centre.opener.poke()
+    headers = {"Location": f"{BASE}/uploads/{created.upload_id}", "Tus-Resumable": TUS_VERSION,
+               "Upload-Offset": str(created.length if stored is not None else offset)}
+    if stored is not None:
+        headers.update(stored.headers())
     return Response(status_code=201, headers=headers)
+
+
+async def _read_body(request: Request, room: int, checksum: tuple[str, bytes] | None, keep_partial: bool = True
+                     ) -> bytes:
+    """The request body, refused (413) as soon as it goes past ``room`` bytes. A body cut by the client is kept
+    as far as it came (``keep_partial``), unless it is checksummed (a partial body cannot be checked)."""
+    pieces: list[bytes] = []  # joined once at the end: growing one buffer would copy it again and again
+    size = 0
+    try:
+        async for piece in request.stream():
+            pieces.append(piece)
+            size += len(piece)
+            if size > room:
+                raise ApiError(413, "past_upload_length", f"the body goes past Upload-Length ({room} bytes left)")
+    except ClientDisconnect:
+        if checksum is not None or not keep_partial:
+            raise ApiError(400, "body_incomplete", "the connection closed inside the body: nothing of it kept")\
+                from None
+    return b"".join(pieces)
 
 
 def _state_headers(state: uploads.State) -> dict[str, str]:
@@ -199,20 +254,7 @@ async def upload_patch(request: Request, kit: KitDep, upload_id: str,
     if declared is not None and declared > room:
         raise ApiError(413, "past_upload_length", f"{declared} bytes at {offset} go past Upload-Length {row.length}")
     async with _bodies():  # a bounded number of bodies in memory; the other kits wait (TCP back-pressure)
-        pieces: list[bytes] = []  # joined once at the end: growing one buffer would copy it again and again
-        size, complete = 0, True
-        try:
-            async for piece in request.stream():
-                pieces.append(piece)
-                size += len(piece)
-                if size > room:
-                    raise ApiError(413, "past_upload_length", f"the body goes past Upload-Length {row.length}")
-        except ClientDisconnect:
-            complete = False
-        if not complete and checksum is not None:  # a partial body cannot be checked: nothing of it is kept
-            raise ApiError(400, "body_incomplete", "the connection closed inside a checksummed body: nothing kept")
-        body = b"".join(pieces)
-        del pieces
+        body = await _read_body(request, room, checksum)
         state = await run_in_threadpool(uploads.append, centre.engine, centre.storage, kit, row, offset or 0, body,
                                         checksum)
         del body
@@ -286,7 +328,7 @@ def _error(status: int, error: str, detail: str, headers: dict[str, str] | None 
 
 
 class KitApiMiddleware:
-    """``Tus-Resumable`` on every upload response; request bodies other than PATCH capped at MAX_JSON_BODY."""
+    """``Tus-Resumable`` on every upload response; request bodies other than uploads capped at MAX_JSON_BODY."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -302,7 +344,9 @@ class KitApiMiddleware:
                 message = {**message, "headers": [*headers, (b"tus-resumable", TUS_VERSION.encode())]}
             await send(message)
 
-        if not (scope["method"] == "PATCH" and is_upload):
+        bulk = (scope["method"] == "PATCH" and is_upload) or (scope["method"] == "POST"
+                                                              and scope["path"] == f"{BASE}/uploads")
+        if not bulk:  # (upload bodies are capped by their route, at Upload-Length)
             receive = capped(receive, MAX_JSON_BODY, lambda: ApiError(
                 413, "body_too_large", f"request bodies are at most {MAX_JSON_BODY} bytes"))
         await self.app(scope, receive, tagged)

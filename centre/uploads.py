@@ -27,7 +27,7 @@ from appliance.bundle import BundleFormatError, Header
 
 from .db import upload_chunks, uploads, utcnow
 from .errors import ApiError
-from .ingest import Stored, conflict_error, finalize, flag_conflict, held
+from .ingest import Stored, conflict_error, finalize, flag_conflict, held, receive_whole
 from .kits import Kit
 from .storage import Storage
 
@@ -92,14 +92,22 @@ class Created:
     existing: Stored | None  # already have it: nothing new stored
 
 
-def create(engine: Engine, kit: Kit, length: int, metadata: str | None, max_size: int) -> Created:
-    """POST /uploads: a new upload, or the one that already holds this capture with this SHA-256; 409 on conflict."""
+def check_length(length: int, max_size: int) -> None:
     if length > max_size:
         raise ApiError(413, "too_large", f"Upload-Length {length} is over Tus-Max-Size {max_size}")
     if length < 1:
         raise ApiError(400, "bad_length", "Upload-Length must be at least 1")
+
+
+def _prepare(kit: Kit, length: int, metadata: str | None, max_size: int) -> tuple[dict[str, str], Header]:
+    check_length(length, max_size)
     meta = parse_metadata(metadata)
-    header = _header(meta, kit, length)
+    return meta, _header(meta, kit, length)
+
+
+def create(engine: Engine, kit: Kit, length: int, metadata: str | None, max_size: int) -> Created:
+    """POST /uploads: a new upload, or the one that already holds this capture with this SHA-256; 409 on conflict."""
+    meta, header = _prepare(kit, length, metadata, max_size)
     upload_id = secrets.token_hex(16)
     now = utcnow()
     with engine.begin() as conn:
@@ -118,6 +126,28 @@ def create(engine: Engine, kit: Kit, length: int, metadata: str | None, max_size
     if conflict:
         raise conflict_error(header.capture_id)
     return Created(upload_id, length, None)
+
+
+def create_with_body(engine: Engine, storage: Storage, kit: Kit, length: int, metadata: str | None, max_size: int,
+                     body: bytes, checksum: tuple[str, bytes] | None) -> tuple[Created, State]:
+    """POST /uploads with the first bytes (creation-with-upload). All of them: verified, stored and committed as
+    one complete upload and its received bundle in one transaction (nothing at all is kept if the SHA-256 is
+    wrong). Some: a new upload holding them, to be continued by PATCH."""
+    meta, header = _prepare(kit, length, metadata, max_size)
+    if checksum is not None and CHECKSUMS[checksum[0]](body).digest() != checksum[1]:
+        raise ApiError(460, "checksum_mismatch", f"the body does not match its Upload-Checksum ({checksum[0]}):"
+                       " nothing of it kept")
+    if len(body) < length:
+        created = create(engine, kit, length, metadata, max_size)
+        if created.existing is not None or not body:
+            return created, State(length if created.existing else 0, length, created.existing)
+        return created, append(engine, storage, kit, upload_row(engine, kit, created.upload_id), 0, body, None)
+    whole = checksum[1].hex() if checksum and checksum[0] == "sha256" else None
+    upload_id = secrets.token_hex(16)
+    with _FINALIZING:
+        stored = receive_whole(engine, storage, kit.id, upload_id, header.capture_id, header.sealed_sha256,
+                               json.dumps(header.to_dict()), meta["header"], body, whole)
+    return Created(stored.upload_id, length, stored), State(length, length, stored)
 
 
 def upload_row(engine: Engine, kit: Kit, upload_id: str) -> Any:

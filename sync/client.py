@@ -147,6 +147,7 @@ class Centre:
         self.chunk_bytes = chunk_bytes
         self.bandwidth_bps = bandwidth_bps
         self.on_progress = on_progress
+        self._with_upload: bool | None = None  # the centre's tus creation-with-upload, once it has said
 
     def close(self) -> None:
         self.session.close()
@@ -208,22 +209,46 @@ class Centre:
         # nothing the kit could send again would differ, so the kit's copy has done its work
         return Confirmation(cid, sha, status or "stored", resp.headers.get("Capturekit-Reason", ""))
 
-    def create(self, bundle: Bundle) -> tuple[str, Confirmation | None]:
-        """tus creation: the upload's URL, and the confirmation if the centre already has this capture."""
+    def creation_with_upload(self) -> bool:
+        """Whether the centre takes an upload's bytes in its creation request (tus OPTIONS, asked once; an answer
+        that is not a tus server's — a portal's — is not remembered)."""
+        if self._with_upload is None:
+            resp = self._request("OPTIONS", "/api/v1/uploads")
+            if resp.status_code not in (200, 204) or "Tus-Version" not in resp.headers:
+                return False
+            extensions = {e.strip() for e in resp.headers.get("Tus-Extension", "").split(",")}
+            self._with_upload = "creation-with-upload" in extensions
+        return self._with_upload
+
+    def create(self, bundle: Bundle, body: bytes | None = None) -> tuple[str, Confirmation | None, int]:
+        """tus creation: the upload's URL, the confirmation if the centre holds the capture (already, or now:
+        ``body``, the first sealed bytes, goes in the same request — creation-with-upload), and its offset."""
         meta = ",".join(f"{k} {_b64(v)}" for k, v in (
             ("capture_id", bundle.capture_id), ("sha256", bundle.sha256),
             ("header", json.dumps(bundle.header, separators=(",", ":")))))
-        resp = self._request("POST", "/api/v1/uploads", headers={**TUS, "Upload-Length": str(bundle.length),
-                                                                  "Upload-Metadata": meta})
+        headers = {**TUS, "Upload-Length": str(bundle.length), "Upload-Metadata": meta}
+        data = None
+        if body:
+            headers["Content-Type"] = "application/offset+octet-stream"
+            data = _Region(body, self.bandwidth_bps, self.on_progress)
+        resp = self._request("POST", "/api/v1/uploads", headers=headers, data=data)
         if resp.status_code == 409 and _centre_error(resp):
             raise Refused(f"{bundle.capture_id}: the centre holds this capture id with other content (409)",
                           "capture_conflict")
+        if resp.status_code == 460 and _centre_error(resp):
+            raise Mismatch(f"{bundle.capture_id}: the centre found a checksum mismatch in the creation body")
         if resp.status_code != 201 or "Location" not in resp.headers:
             raise self._unexpected(resp, f"create {bundle.capture_id}", expected="201 with a Location")
         # keep the path only: the upload lives in the centre's database and store, so any centre process
         # (another address behind the same name, a fail-over) resumes it
         path = requests.compat.urlparse(requests.compat.urljoin(self.base + "/", resp.headers["Location"])).path
-        return path, self._confirmation(resp, bundle)
+        done = self._confirmation(resp, bundle)
+        if done is not None or not body:
+            return path, done, 0
+        try:
+            return path, None, int(resp.headers["Upload-Offset"])
+        except (KeyError, ValueError):
+            raise self._unexpected(resp, f"create {bundle.capture_id}", expected="an Upload-Offset") from None
 
     def offset(self, url: str) -> int | None:
         """The centre's offset of an upload, or None if it no longer knows it (start again)."""
@@ -240,19 +265,17 @@ class Centre:
         confirmation. ``remember(url)`` is called as soon as the upload exists, so a crash resumes it."""
         offset = self.offset(url) if url else None
         if offset is None:
-            url, done = self.create(bundle)
+            # a bundle that fits one chunk goes with its creation: one request, one transaction at the centre
+            first = self._read(bundle, 0, bundle.length) if (bundle.length <= self.chunk_bytes
+                                                              and self.creation_with_upload()) else None
+            url, done, offset = self.create(bundle, first)
+            del first
             remember(url)
             if done:
                 return done
-            offset = 0
         while offset < bundle.length:
             n = min(self.chunk_bytes, bundle.length - offset)
-            with open(bundle.path, "rb") as fh:  # read once: checksummed and sent from memory
-                fh.seek(bundle.offset + offset)
-                chunk = fh.read(n)
-            if len(chunk) != n:
-                raise CentreError(f"{bundle.capture_id}: the bundle file ends {n - len(chunk)} bytes early at offset"
-                                  f" {offset}")
+            chunk = self._read(bundle, offset, n)
             headers = {**TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": str(offset)}
             if n < bundle.length:  # one chunk of several: checked on its own, so a damaged one costs only itself
                 headers["Upload-Checksum"] = f"sha256 {base64.b64encode(hashlib.sha256(chunk).digest()).decode()}"
@@ -279,6 +302,17 @@ class Centre:
         if done is None:
             raise CentreError(f"{bundle.capture_id}: all bytes sent but the centre does not hold it")
         return done
+
+    @staticmethod
+    def _read(bundle: Bundle, offset: int, n: int) -> bytes:
+        """``n`` sealed bytes from ``offset``, read once: checksummed and sent from memory."""
+        with open(bundle.path, "rb") as fh:
+            fh.seek(bundle.offset + offset)
+            chunk = fh.read(n)
+        if len(chunk) != n:
+            raise CentreError(f"{bundle.capture_id}: the bundle file ends {n - len(chunk)} bytes early at offset"
+                              f" {offset}")
+        return chunk
 
     def _unexpected(self, resp: requests.Response, what: str, expected: str) -> CentreError:
         text = f"{what}: {resp.status_code} {resp.headers.get('Content-Type', '')} instead of {expected}"

@@ -141,24 +141,30 @@ def test_a_new_bundle_is_sent_at_once_without_waiting_for_the_rescan(kit_config,
         d.close()
 
 
+BODIES = ("POST", "PATCH")  # upload bytes go in the creation request (one chunk) or in PATCHes (several)
+
+
+@pytest.mark.parametrize("chunk", [8 << 20, 16 << 10], ids=["with-creation", "chunked"])
 @pytest.mark.parametrize("rules", [
-    pytest.param([fp.status(500, method="PATCH", every=2)], id="500s"),
+    pytest.param([fp.status(500, method=BODIES, every=2)], id="500s"),
     pytest.param([fp.status(503, retry_after=0.2, probability=0.4)], id="503-retry-after"),
     pytest.param([fp.status(429, retry_after=0.1, method="POST", every=2)], id="429"),
-    pytest.param([fp.cut_request_body(70_000, method="PATCH", every=2)], id="cut-mid-body"),
-    pytest.param([fp.cut_response(method="PATCH", every=3)], id="cut-response"),
-    pytest.param([fp.stall(method="PATCH", times=2)], id="stall"),
+    pytest.param([fp.cut_request_body(10_000, method=BODIES, every=2)], id="cut-mid-body"),
+    pytest.param([fp.cut_response(method=BODIES, every=3)], id="cut-response"),
+    pytest.param([fp.stall(method=BODIES, times=2)], id="stall"),
     pytest.param([fp.slow(2_000_000)], id="slow-link"),
 ])
-def test_every_network_fault_still_delivers_exactly_once(kit_config, centre, rules):
+def test_every_network_fault_still_delivers_exactly_once(kit_config, centre, rules, chunk):
     cfg = classroom(kit_config, n=6)
     with fp.FaultProxy(("127.0.0.1", centre.port), seed=7) as proxy:
-        cfg = syncing(cfg, centre, url=proxy.url, chunk_bytes=65536)
-        proxy.set(*rules)
+        cfg = syncing(cfg, centre, url=proxy.url, chunk_bytes=chunk)
+        proxy.set(*[fp.Rule.from_dict(r.to_dict()) for r in rules])  # fresh counters: the params are shared
         synced(cfg, 120)
         faults = proxy.stats().actions
+        patches = proxy.stats().count("PATCH", "/api/v1/uploads/")
     assert_exactly_once(cfg, centre)
     assert sum(v for k, v in faults.items() if k != "pass") > 0, faults  # the faults really happened
+    assert (patches > 0) == (chunk < 8 << 20)  # one request per bundle when it fits a chunk
 
 
 def test_a_captive_portal_is_never_taken_for_the_centre(kit_config, centre):
@@ -186,7 +192,7 @@ def test_an_upload_begun_on_one_centre_process_resumes_on_another(kit_config, ce
     try:
         with fp.FaultProxy(("127.0.0.1", centre.port)) as proxy:
             # one upload in flight: the one whose answer is lost is the one that moves to the other process
-            cfg = syncing(cfg, centre, url=proxy.url, chunk_bytes=65536, parallel_uploads=1)
+            cfg = syncing(cfg, centre, url=proxy.url, chunk_bytes=16384, parallel_uploads=1)
             proxy.set(fp.cut_response(method="PATCH", path="/api/v1/uploads/", times=1))
             with running(cfg) as d:
                 d.scan()
@@ -239,7 +245,7 @@ def test_unopenable_bundles_are_confirmed_and_conflicting_ones_kept_and_not_retr
     assert uploads(cfg)[cid] == "conflict" and centre.holds(cid).sha256 == held
 
 
-@pytest.mark.parametrize("chunk", [8 << 20, 64 << 10], ids=["one-patch", "chunked"])
+@pytest.mark.parametrize("chunk", [8 << 20, 16 << 10], ids=["with-creation", "chunked"])
 def test_a_bundle_damaged_on_the_kit_is_never_stored_and_is_marked_damaged(kit_config, centre, chunk):
     """The centre checks every upload against the bundle's SHA-256; told "mismatch", the kit hashes its copy."""
     cfg = classroom(kit_config, n=3)

@@ -92,11 +92,15 @@ class Tus:
             self.s.headers["Authorization"] = f"Bearer {token}"
         self.s.headers["Tus-Resumable"] = "1.0.0"
 
-    def create(self, length: int, meta: dict[str, str] | str | None, **headers: str) -> requests.Response:
+    def create(self, length: int, meta: dict[str, str] | str | None, body: bytes | None = None,
+               **headers: str) -> requests.Response:
+        """POST /uploads; with ``body``, the first bytes go with it (creation-with-upload)."""
         h = {"Upload-Length": str(length), **headers}
         if meta is not None:
             h["Upload-Metadata"] = meta if isinstance(meta, str) else encode_metadata(meta)
-        return self.s.post(f"{self.base}/api/v1/uploads", headers=h, timeout=30)
+        if body is not None:
+            h.setdefault("Content-Type", "application/offset+octet-stream")
+        return self.s.post(f"{self.base}/api/v1/uploads", headers=h, data=body, timeout=60)
 
     def url(self, r: requests.Response) -> str:
         return self.base + r.headers["Location"]

@@ -16,7 +16,7 @@ def test_options_tells_the_protocol(centre):
     r = Tus(centre.url, None).s.options(f"{centre.url}/api/v1/uploads", timeout=10)
     assert r.status_code == 204
     assert r.headers["Tus-Version"] == "1.0.0" and r.headers["Tus-Resumable"] == "1.0.0"
-    assert set(r.headers["Tus-Extension"].split(",")) == {"creation", "checksum", "termination"}
+    assert set(r.headers["Tus-Extension"].split(",")) == {"creation", "creation-with-upload", "checksum", "termination"}
     assert r.headers["Tus-Checksum-Algorithm"] == "sha256,sha1"
     assert int(r.headers["Tus-Max-Size"]) == 4 * 2**20
 
@@ -212,3 +212,85 @@ def test_termination_removes_an_incomplete_upload_and_its_chunks(centre, kit):
     done = tus.upload(b)
     assert tus.delete(tus.base + "/api/v1/uploads/" + centre.holds(b.capture_id).upload_id).status_code == 403
     assert done.headers["Capturekit-Status"] == "received"
+
+
+def _rows(centre, capture_id: str) -> tuple[int, int]:
+    with centre.centre.engine.connect() as conn:
+        return (len(conn.execute(select(uploads).where(uploads.c.capture_id == capture_id)).all()),
+                len(conn.execute(select(bundles).where(bundles.c.capture_id == capture_id)).all()))
+
+
+def test_creation_with_upload_confirms_in_one_request(centre, kit):
+    """tus creation-with-upload: every byte in the POST; its 201 is the confirmation (verified, durable)."""
+    name, token = kit
+    b = make_bundle(centre.sealing_line, name, photo_size=(800, 600))
+    tus = Tus(centre.url, token)
+    r = tus.create(len(b.sealed), b.metadata(), body=b.sealed)
+    assert r.status_code == 201, r.text
+    assert r.headers["Upload-Offset"] == str(len(b.sealed))
+    assert r.headers["Capturekit-Capture-Id"] == b.capture_id and r.headers["Capturekit-Sha256"] == b.sha256
+    assert r.headers["Capturekit-Status"] == "received"
+    head = tus.head(tus.url(r))
+    assert head.headers["Upload-Offset"] == head.headers["Upload-Length"] == str(len(b.sealed))
+    row = centre.holds(b.capture_id)
+    assert row.status == "stored"
+    assert hashlib.sha256(centre.centre.storage.get(row.object_key)).hexdigest() == b.sha256
+    assert _rows(centre, b.capture_id) == (1, 1)
+    # the same bytes again, in a creation request: "already have it", no second upload, no copy
+    again = tus.create(len(b.sealed), b.metadata(), body=b.sealed)
+    assert again.status_code == 201 and again.headers["Capturekit-Sha256"] == b.sha256
+    assert again.headers["Location"] == r.headers["Location"]
+    assert _rows(centre, b.capture_id) == (1, 1)
+
+
+def test_creation_with_part_of_the_upload_continues_by_patch(centre, kit):
+    name, token = kit
+    b = make_bundle(centre.sealing_line, name, photo_size=(800, 600))
+    tus = Tus(centre.url, token)
+    half = len(b.sealed) // 2
+    r = tus.create(len(b.sealed), b.metadata(), body=b.sealed[:half])
+    assert r.status_code == 201 and r.headers["Upload-Offset"] == str(half)
+    assert "Capturekit-Status" not in r.headers and centre.holds(b.capture_id) is None
+    p = tus.patch(tus.url(r), half, b.sealed[half:])
+    assert p.status_code == 204 and p.headers["Capturekit-Sha256"] == b.sha256
+    assert centre.holds(b.capture_id).status == "stored"
+
+
+def test_creation_with_a_wrong_body_keeps_nothing(centre, kit):
+    name, token = kit
+    b = make_bundle(centre.sealing_line, name)
+    foreign = make_bundle(centre.sealing_line, "kit-someone-else")
+    tus = Tus(centre.url, token)
+    damaged = bytearray(b.sealed)
+    damaged[-5] ^= 1
+    r = tus.create(len(b.sealed), b.metadata(), body=bytes(damaged))
+    assert r.status_code == 460 and r.json()["error"] == "checksum_mismatch"
+    assert _rows(centre, b.capture_id) == (0, 0)
+    bad_sum = "sha256 " + base64.b64encode(hashlib.sha256(b"else").digest()).decode()
+    r = tus.create(len(b.sealed), b.metadata(), body=b.sealed, **{"Upload-Checksum": bad_sum})
+    assert r.status_code == 460 and _rows(centre, b.capture_id) == (0, 0)
+    r = tus.create(len(b.sealed), b.metadata(), body=b.sealed + b"x")
+    assert r.status_code == 413 and r.json()["error"] == "past_upload_length"
+    r = tus.create(len(b.sealed), b.metadata(), body=b.sealed, **{"Content-Type": "application/octet-stream"})
+    assert r.status_code == 415 and r.json()["error"] == "bad_content_type"
+    assert _rows(centre, b.capture_id) == (0, 0)
+    r = tus.create(len(foreign.sealed), foreign.metadata(), body=foreign.sealed)  # another kit's capture
+    assert r.status_code == 403 and r.json()["error"] == "not_your_capture"
+    assert _rows(centre, foreign.capture_id) == (0, 0)
+    r = tus.create(len(b.sealed), b.metadata(), body=b.sealed)  # the right bytes still go in, whole
+    assert r.status_code == 201 and r.headers["Capturekit-Sha256"] == b.sha256
+
+
+def test_creation_with_other_content_under_a_held_id_is_a_conflict(centre, kit):
+    name, token = kit
+    b = make_bundle(centre.sealing_line, name)
+    tus = Tus(centre.url, token)
+    assert tus.create(len(b.sealed), b.metadata(), body=b.sealed).status_code == 201
+    other = make_bundle(centre.sealing_line, name, journal=b.capture_id.split("-")[1], photo_size=(700, 500))
+    assert other.capture_id == b.capture_id and other.sha256 != b.sha256
+    r = tus.create(len(other.sealed), other.metadata(), body=other.sealed)
+    assert r.status_code == 409 and r.json()["error"] == "capture_conflict"
+    assert centre.holds(b.capture_id).sha256 == b.sha256
+    with centre.centre.engine.connect() as conn:
+        flagged = conn.execute(select(conflicts).where(conflicts.c.capture_id == b.capture_id)).all()
+    assert [f.offered_sha256 for f in flagged] == [other.sha256]
