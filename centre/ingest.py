@@ -227,11 +227,13 @@ def claim(engine: Engine, capture_id: str, lease_s: float) -> bool:
 
 
 def open_received(engine: Engine, storage: Storage, keys: KeyRing, capture_id: str) -> str:
-    """Open one claimed, received bundle: the photo and derivative stored, the ``captures`` row and the bundle's
-    ``stored`` (or ``refused`` with its reason) committed together. Returns the new status.
+    """Open one claimed, received bundle: the derivative stored, the ``captures`` row and the bundle's ``stored``
+    (or ``refused`` with its reason) committed together. Returns the new status.
 
-    A crash before the commit leaves the bundle ``received``: its lease runs out and it is opened again (the
-    photo and derivative objects are content-addressed, so writing them twice is harmless)."""
+    The original photo stays where it is, inside the sealed object (``captures.photo_key`` names it, with the
+    photo's SHA-256 and size): nothing at the centre reads it but :func:`original`, so it is not written a second
+    time, in the clear. A crash before the commit leaves the bundle ``received``: its lease runs out and it is
+    opened again (the derivative's object is content-addressed, so writing it twice is harmless)."""
     with engine.connect() as conn:
         row = conn.execute(select(bundles.c.kit_id, bundles.c.sha256, bundles.c.object_key, bundles.c.header)
                            .where(bundles.c.capture_id == capture_id, bundles.c.status == "received")).first()
@@ -248,8 +250,7 @@ def open_received(engine: Engine, storage: Storage, keys: KeyRing, capture_id: s
         log.warning("capture %s refused: %s", capture_id, exc)
     del data
     if opened is not None:
-        photo_key = f"photos/{where}.{opened.photo_sha256}.jpg"
-        storage.put(photo_key, opened.photo)
+        photo_key = row.object_key
         if opened.derivative:
             deriv_key = f"derivatives/{where}.{opened.derivative_sha256}.jpg"
             storage.put(deriv_key, opened.derivative)
@@ -266,3 +267,19 @@ def open_received(engine: Engine, storage: Storage, keys: KeyRing, capture_id: s
     except IntegrityError:
         return "gone"  # the same race, seen by the captures' primary key
     return status
+
+
+def original(engine: Engine, storage: Storage, keys: KeyRing, capture_id: str) -> bytes:
+    """The full-resolution photo of a stored capture, opened from its sealed object and checked against the
+    photo's SHA-256 (to re-cut a derivative, or for a student's appeal). KeyError if the centre holds no such
+    capture; BundleRefused if its object no longer opens or no longer matches."""
+    with engine.connect() as conn:
+        row = conn.execute(select(bundles.c.header, bundles.c.sha256, captures.c.photo_key, captures.c.photo_sha256)
+                           .join(captures, captures.c.capture_id == bundles.c.capture_id)
+                           .where(bundles.c.capture_id == capture_id)).first()
+    if row is None:
+        raise KeyError(capture_id)
+    opened = open_bundle(json.loads(row.header), storage.get(row.photo_key), keys, row.sha256)
+    if opened.photo_sha256 != row.photo_sha256:
+        raise BundleRefused("photo_sha256_mismatch", "the sealed photo is not the one recorded for this capture")
+    return opened.photo

@@ -10,6 +10,15 @@ from centrekit import Tus, make_bundle
 from sqlalchemy import select
 
 from centre.db import bundles, captures, conflicts, upload_chunks, uploads
+from centre.ingest import original
+
+
+def _objects_of(storage, prefix: str, capture_id: str) -> int:
+    """How many objects of one capture the store (directory or S3) holds under ``prefix``."""
+    if hasattr(storage, "root"):
+        return sum(1 for p in (storage.root / prefix).rglob(f"{capture_id}.*") if p.is_file())
+    listed = storage.client.list_objects_v2(Bucket=storage.bucket, Prefix=storage._key(prefix) + "/")
+    return sum(1 for o in listed.get("Contents", []) if o["Key"].rsplit("/", 1)[-1].startswith(f"{capture_id}."))
 
 
 def test_options_tells_the_protocol(centre):
@@ -50,7 +59,11 @@ def test_upload_in_chunks_is_stored_opened_and_confirmed(centre, kit):
     with centre.centre.engine.connect() as conn:
         cap = conn.execute(select(captures).where(captures.c.capture_id == b.capture_id)).one()
         assert not conn.execute(select(upload_chunks).where(upload_chunks.c.upload_id == url.rsplit("/", 1)[1])).all()
-    assert st.get(cap.photo_key) == b.photo and st.get(cap.derivative_key) == b.derivative
+    assert st.get(cap.derivative_key) == b.derivative
+    # the original is kept sealed only (one copy, not in the clear), and opens to the kit's photo on demand
+    assert cap.photo_key == row.object_key and _objects_of(st, "photos", b.capture_id) == 0
+    assert _objects_of(st, "derivatives", b.capture_id) == 1 and _objects_of(st, "bundles", b.capture_id) == 1
+    assert original(centre.centre.engine, st, centre.centre.keys.ring, b.capture_id) == b.photo
     assert cap.identity_kind == "id_number" and cap.identity_key == "110105200001011234"
     assert cap.shot == 1 and cap.frame == 1 and cap.verdict == "pass"
     head = tus.head(url)
@@ -146,7 +159,10 @@ def test_a_refused_bundle_opens_once_its_key_is_installed_and_reopen_is_run(tmp_
         assert row.status == "stored" and row.reason is None, row
         with centre.centre.engine.connect() as conn:
             cap = conn.execute(select(captures).where(captures.c.capture_id == b.capture_id)).one()
-        assert centre.centre.storage.get(cap.photo_key) == b.photo
+        from centre.keys import load_keys
+
+        ring = load_keys(centre.centre.config).ring  # (this process's view was loaded before the key came)
+        assert original(centre.centre.engine, centre.centre.storage, ring, cap.capture_id) == b.photo
 
 
 def test_a_tampered_bundle_is_refused_not_stored_as_a_capture(centre, kit):
