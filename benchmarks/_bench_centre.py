@@ -209,6 +209,29 @@ class BenchCentre:
         self.cpus = cpus
         self.proc: subprocess.Popen | None = None
         self.school = "B0001"
+        self.siblings: list[BenchCentre] = []  # more processes on the same database, store and keys
+
+    def sibling(self) -> BenchCentre:
+        """Another centre process on this one's database, object store and keys (its own port): the centre's
+        horizontal form, several stateless processes behind one name. Started and stopped with this one."""
+        other = object.__new__(BenchCentre)
+        other.root, other.data_dir, other.keys_dir, other.cpus = self.root, self.data_dir, self.keys_dir, self.cpus
+        other.port = free_port()
+        other.url = f"http://127.0.0.1:{other.port}"
+        other.config = self.root / f"centre-{other.port}.toml"
+        other.config.write_text(self.config.read_text().replace(f"listen_port = {self.port}",
+                                                                f"listen_port = {other.port}"))
+        other.proc, other.school, other.siblings = None, self.school, []
+        self.siblings.append(other)
+        return other
+
+    @property
+    def urls(self) -> list[str]:
+        return [self.url] + [o.url for o in self.siblings]
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.pid] + [o.pid for o in self.siblings]
 
     @property
     def sealing_line(self) -> str:
@@ -255,9 +278,14 @@ class BenchCentre:
         self.proc = None
 
     def __enter__(self) -> BenchCentre:
-        return self.start()
+        self.start()
+        for o in self.siblings:
+            o.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
+        for o in self.siblings:
+            o.stop()
         self.stop()
 
     def add_kits(self, names: list[str], students: int = 20) -> dict[str, str]:

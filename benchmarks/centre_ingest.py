@@ -1,6 +1,6 @@
 """Fifty kits uploading to one centre process at once, next to fifty bare concurrent PUTs of the same bytes.
 
-    python benchmarks/centre_ingest.py [--kits 50] [--per-kit 4] [--mb 4] [--chunk-mb 4] [--cpus ""]
+    python benchmarks/centre_ingest.py [--kits 50] [--per-kit 4] [--mb 4] [--chunk-mb 4] [--cpus ""] [--processes 1]
 
 Each simulated kit is a real one as far as the centre can tell: its own kit id and token (``add-kit``, assigned
 to a school with a roster), its own journal and outbox of ``--per-kit`` real sealed bundles (photo = random bytes,
@@ -17,7 +17,10 @@ bundles one after another — once before the kits and once after (drift in the 
 difference). Per-upload latency: a bare PUT's round trip; a kit's first attempt at a bundle to its
 confirmation (retries and back-off included). Ratio = kits' MB/s / mean of the two bare passes (goal >= 0.8).
 CPU per upload: this process (the fifty clients; note the kits' own CPU shares the machine with the centre here,
-as real kits would not) and the centre process. The centre's VmRSS is sampled every 0.5 s from /proc. MB = 2^20
+as real kits would not) and the centre process. ``--processes N``: N centre processes on the one database,
+store and keys (the centre's horizontal form; each its own port, as behind a load balancer), kit i talking to
+process i mod N, and the bare PUTs spread the same way; CPU is all of them, RSS the first. The centre's VmRSS
+is sampled every 0.5 s from /proc. MB = 2^20
 bytes. Temporary data under /var/tmp, deleted.
 """
 
@@ -101,24 +104,30 @@ def concurrently(jobs: list, run) -> float:
     return elapsed
 
 
+def centre_cpu(centre: BenchCentre) -> float:
+    """CPU seconds of every centre process so far."""
+    return sum(cpu_s(pid) for pid in centre.pids)
+
+
 def bare_pass(centre: BenchCentre, kits: list[list[KitBundle]]) -> tuple[float, list[float], float, float]:
     import requests
 
-    sessions = [requests.Session() for _ in kits]
-    for s, bundles in zip(sessions, kits, strict=True):  # warm: one connection per kit
-        bare_put(s, centre.url, bundles[0])
+    urls = centre.urls
+    sessions = [(requests.Session(), urls[i % len(urls)]) for i in range(len(kits))]  # as the kits spread
+    for (s, url), bundles in zip(sessions, kits, strict=True):  # warm: one connection per kit
+        bare_put(s, url, bundles[0])
     centre.clear_sink()
     lat: list[float] = []
 
     def run(job) -> None:
-        s, bundles = job
+        (s, url), bundles = job
         for b in bundles:
-            lat.append(bare_put(s, centre.url, b))
+            lat.append(bare_put(s, url, b))
 
-    c0, k0 = time.process_time(), cpu_s(centre.pid)
+    c0, k0 = time.process_time(), centre_cpu(centre)
     elapsed = concurrently(list(zip(sessions, kits, strict=True)), run)
-    cpu = (time.process_time() - c0, cpu_s(centre.pid) - k0)
-    for s in sessions:
+    cpu = (time.process_time() - c0, centre_cpu(centre) - k0)
+    for s, _ in sessions:
         s.close()
     return elapsed, lat, *cpu
 
@@ -130,6 +139,8 @@ def main() -> None:
     ap.add_argument("--mb", type=float, default=4.0, help="photo size: uniform in [0.75, 1.5] x MB")
     ap.add_argument("--chunk-mb", type=float, default=4.0, help="sync.chunk_bytes in MB (one tus PATCH)")
     ap.add_argument("--cpus", default="", help="taskset CPU list for the centre and this process (default: none)")
+    ap.add_argument("--processes", type=int, default=1, help="centre processes on the one SQLite + directory (the"
+                    " kits and the bare PUTs spread over them)")
     ap.add_argument("--limit", type=float, default=1800.0, help="seconds a kit may take to drain its outbox")
     args = ap.parse_args()
     if args.cpus:
@@ -139,6 +150,8 @@ def main() -> None:
     with tempdir("ck-ingest-bench-") as tmp:
         root = Path(tmp)
         centre = BenchCentre(root, args.cpus)
+        for _ in range(args.processes - 1):
+            centre.sibling()
         with centre:
             names = [f"kit-c{i:02d}" for i in range(args.kits)]
             tokens = centre.add_kits(names)
@@ -154,8 +167,9 @@ def main() -> None:
                 bare1, lat1, *cpu1 = bare_pass(centre, kits)
             centre.clear_sink()
 
-            daemons = [TimedSync(kit_config(root / name, name, centre.sealing_line, centre.url, tokens[name],
-                                            int(args.chunk_mb * MB))) for name in names]
+            urls = centre.urls
+            daemons = [TimedSync(kit_config(root / name, name, centre.sealing_line, urls[i % len(urls)],
+                                            tokens[name], int(args.chunk_mb * MB))) for i, name in enumerate(names)]
             for d in daemons:
                 d.start()
                 d._contact(d.heartbeat, "heartbeat")  # a kit that comes online: heartbeat, roster, then uploads
@@ -165,9 +179,9 @@ def main() -> None:
                 d.rost.done(now)
             try:
                 with RssSampler(centre.pid) as rss2:
-                    c0, k0 = time.process_time(), cpu_s(centre.pid)
+                    c0, k0 = time.process_time(), centre_cpu(centre)
                     synced = concurrently(daemons, lambda d: d.settle(args.limit))
-                    cpu2 = (time.process_time() - c0, cpu_s(centre.pid) - k0)
+                    cpu2 = (time.process_time() - c0, centre_cpu(centre) - k0)
                     opened_after = centre.wait_opened("kit-c", args.kits * args.per_kit)
             finally:
                 for d in daemons:
@@ -186,7 +200,8 @@ def main() -> None:
     bare_mbs = statistics.mean([total / bare1, total / bare2])
     print(f"{args.kits} kits x {args.per_kit} bundles = {n} uploads, {total:.0f} MB sealed (mean"
           f" {total / n:.2f} MB; photo = random bytes), chunk {args.chunk_mb:g} MB; kits built in {build_s:.1f} s;"
-          f" {'pinned to CPUs ' + args.cpus if args.cpus else 'not pinned'}; load {load0} -> {load1}"
+          f" {'pinned to CPUs ' + args.cpus if args.cpus else 'not pinned'}; {args.processes} centre"
+          f" process(es); load {load0} -> {load1}"
           f" ({os.cpu_count()} CPUs)")
     print(f"  {'':40} {'time s':>7} {'MB/s':>7} {'uploads/s':>9} {'median s':>8} {'p99 s':>7} {'ratio':>6}"
           "   CPU ms per upload: clients  centre")
@@ -201,7 +216,8 @@ def main() -> None:
     print(f"  kits' failed attempts (retried after back-off): {failed}")
     print(f"  every bundle opened by the centre (stored, with its capture) {opened_after:.1f} s after the kits were"
           " done (opening follows the confirmation, centre/opener.py; the centre's CPU above includes it)")
-    print(f"  RSS centre during the kits:     {rss_summary(rss2.mb())}")
+    which = " (the first of them)" if args.processes > 1 else ""
+    print(f"  RSS centre{which} during the kits:     {rss_summary(rss2.mb())}")
     print(f"  RSS centre during bare, pass 1: {rss_summary(rss1.mb())}")
     print(f"  RSS centre during bare, pass 2: {rss_summary(rss3.mb())}")
 

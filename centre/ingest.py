@@ -21,6 +21,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,14 +134,12 @@ def finalize(engine: Engine, storage: Storage, upload: Any, data: bytes, sha: st
     if len(data) != upload.length or sha != upload.sha256:
         raise ApiError(460, "checksum_mismatch", f"the {len(data)} bytes received have SHA-256 {sha}, the metadata"
                        f" says {upload.sha256}: upload discarded, start again")
-    # one directory per kit, not per capture: every new directory costs its own fsyncs (and a kit's season
-    # is a few thousand files); the SHA-256 in the name keeps two contents of one id apart
-    sealed_key = f"bundles/k{upload.kit_id}/{upload.capture_id}.{sha}.sealed"
-    storage.put(sealed_key, data)
+    key = sealed_key(upload.kit_id, upload.capture_id, sha)
+    storage.put(key, data)
     for attempt in (1, 2):  # a second try only after another process inserted the same capture id first
         try:
             with engine.begin() as conn:
-                outcome = _commit(conn, upload, sha, sealed_key)
+                outcome = _commit(conn, upload, sha, key)
         except IntegrityError:
             if attempt == 2:
                 raise
@@ -151,33 +150,41 @@ def finalize(engine: Engine, storage: Storage, upload: Any, data: bytes, sha: st
     raise AssertionError("unreachable")
 
 
-def receive_whole(engine: Engine, storage: Storage, kit_id: int, upload_id: str, capture_id: str, sha256: str,
-                  header: str, offered_header: str, data: bytes, sha: str | None = None) -> Stored:
-    """Every byte of a new upload in one request (creation-with-upload): verified, the object stored, then one
-    transaction commits the complete upload and its ``received`` bundle. A wrong SHA-256 keeps nothing (460);
-    a capture id already held answers with what is held (same SHA-256) or 409 (flagged), storing no copy."""
-    sha = sha or hashlib.sha256(data).hexdigest()
+def sealed_key(kit_id: int, capture_id: str, sha256: str) -> str:
+    # one directory per kit, not per capture: every new directory costs its own fsyncs (and a kit's season
+    # is a few thousand files); the SHA-256 in the name keeps two contents of one id apart
+    return f"bundles/k{kit_id}/{capture_id}.{sha256}.sealed"
+
+
+def receive_whole(engine: Engine, kit_id: int, upload_id: str, capture_id: str, sha256: str, header: str,
+                  offered_header: str, size: int, sha: str, store: Callable[[str], None],
+                  discard: Callable[[], None]) -> Stored:
+    """Every byte of a new upload in one request (creation-with-upload), ``size`` bytes hashing to ``sha``:
+    verified, made durable by ``store(sealed_key)``, then one transaction commits the complete upload and its
+    ``received`` bundle. A wrong SHA-256 keeps nothing (460); a capture id already held answers with what is
+    held (same SHA-256) or 409 (flagged); either way ``discard()`` drops the bytes, no copy is stored."""
     if sha != sha256:
-        raise ApiError(460, "checksum_mismatch", f"the {len(data)} bytes received have SHA-256 {sha}, the metadata"
+        discard()
+        raise ApiError(460, "checksum_mismatch", f"the {size} bytes received have SHA-256 {sha}, the metadata"
                        f" says {sha256}: nothing kept, start again")
     with engine.connect() as conn:
         existing = held(conn, capture_id)
-    if existing is None:
-        sealed_key = f"bundles/k{kit_id}/{capture_id}.{sha}.sealed"
-        storage.put(sealed_key, data)
+    if existing is not None:
+        discard()
+    else:
+        key = sealed_key(kit_id, capture_id, sha)
+        store(key)
         now = utcnow()
         try:
             with engine.begin() as conn:
                 existing = held(conn, capture_id)
                 if existing is None:
                     conn.execute(uploads.insert().values(id=upload_id, kit_id=kit_id, capture_id=capture_id,
-                                                         sha256=sha, length=len(data), offset=len(data),
-                                                         header=header, status="complete", created_at=now,
-                                                         updated_at=now))
+                                                         sha256=sha, length=size, offset=size, header=header,
+                                                         status="complete", created_at=now, updated_at=now))
                     conn.execute(bundles.insert().values(capture_id=capture_id, kit_id=kit_id, upload_id=upload_id,
-                                                         sha256=sha, size=len(data), object_key=sealed_key,
-                                                         header=header, status="received", received_at=now,
-                                                         open_after=now))
+                                                         sha256=sha, size=size, object_key=key, header=header,
+                                                         status="received", received_at=now, open_after=now))
                     conn.execute(update(kits).where(kits.c.id == kit_id).values(last_seen_at=now))
                     return Stored(capture_id, sha, "received", None, upload_id)
         except IntegrityError:  # another process committed the same capture id first
@@ -192,7 +199,7 @@ def receive_whole(engine: Engine, storage: Storage, kit_id: int, upload_id: str,
     raise conflict_error(capture_id)
 
 
-def _commit(conn: Connection, upload: Any, sha: str, sealed_key: str) -> Stored | ApiError:
+def _commit(conn: Connection, upload: Any, sha: str, key: str) -> Stored | ApiError:
     """One transaction; an ApiError is returned (not raised) when what it did must still be committed."""
     now = utcnow()
     moved = conn.execute(update(uploads).where(uploads.c.id == upload.id, uploads.c.offset == upload.offset,
@@ -210,7 +217,7 @@ def _commit(conn: Connection, upload: Any, sha: str, sealed_key: str) -> Stored 
         conn.execute(delete(upload_chunks).where(upload_chunks.c.upload_id == upload.id))
         return existing
     conn.execute(bundles.insert().values(capture_id=upload.capture_id, kit_id=upload.kit_id, upload_id=upload.id,
-                                         sha256=sha, size=upload.length, object_key=sealed_key, header=upload.header,
+                                         sha256=sha, size=upload.length, object_key=key, header=upload.header,
                                          status="received", received_at=now, open_after=now))
     conn.execute(delete(upload_chunks).where(upload_chunks.c.upload_id == upload.id))
     conn.execute(update(kits).where(kits.c.id == upload.kit_id).values(last_seen_at=now))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
@@ -27,9 +28,9 @@ from . import heartbeats, rosters, uploads
 from .bodycap import capped
 from .context import Centre
 from .errors import ApiError
-from .ingest import held
+from .ingest import held, sealed_key
 from .kits import Kit, authenticate
-from .storage import StorageError
+from .storage import DirectoryStorage, StorageError
 
 TUS_VERSION = "1.0.0"
 BASE = "/api/v1"
@@ -168,13 +169,20 @@ async def upload_create(request: Request, kit: KitDep,
         uploads.check_length(length, centre.config.max_upload_bytes)
         if declared is not None and declared > length:
             raise ApiError(413, "past_upload_length", f"{declared} bytes go past Upload-Length {length}")
-        async with _bodies():
-            # (cut short, it is dropped: the kit never learnt this upload's URL, it will create another)
-            body = await _read_body(request, length, checksum, keep_partial=False)
-            created, state = await run_in_threadpool(uploads.create_with_body, centre.engine, centre.storage, kit,
-                                                     length, upload_metadata, centre.config.max_upload_bytes, body,
-                                                     checksum)
-            del body
+        if declared == length and isinstance(centre.storage, DirectoryStorage):
+            # every byte, straight into the object's file as it arrives, hashed on the way (no body in memory)
+            created, state = await _create_streamed(centre, request, kit, length, upload_metadata, checksum)
+        elif declared == length:
+            async with _bodies():  # (a store that takes whole objects: the body is held, so bounded)
+                created, state = await _create_streamed(centre, request, kit, length, upload_metadata, checksum)
+        else:
+            async with _bodies():
+                # (cut short, it is dropped: the kit never learnt this upload's URL, it will create another)
+                body = await _read_body(request, length, checksum, keep_partial=False)
+                created, state = await run_in_threadpool(uploads.create_with_body, centre.engine, centre.storage,
+                                                         kit, length, upload_metadata,
+                                                         centre.config.max_upload_bytes, body, checksum)
+                del body
         offset, stored = state.offset, state.stored
     if stored is not None and stored.status == "received" and centre.opener is not None:
         centre.opener.poke()
@@ -183,6 +191,40 @@ async def upload_create(request: Request, kit: KitDep,
     if stored is not None:
         headers.update(stored.headers())
     return Response(status_code=201, headers=headers)
+
+
+async def _create_streamed(centre: Centre, request: Request, kit: Kit, length: int, metadata: str | None,
+                           checksum: tuple[str, bytes] | None) -> tuple[uploads.Created, uploads.State]:
+    """creation-with-upload of all ``length`` bytes, as the bare sink of the benchmarks does it: each piece goes
+    to the object's writer (a temporary file for the directory store) and the hashes as it arrives, so no body
+    is held in memory and nothing is read twice; then the SHA-256 check, the object and one transaction."""
+    meta, header = uploads.prepare(kit, length, metadata, centre.config.max_upload_bytes)
+    writer = centre.storage.writer(sealed_key(kit.id, header.capture_id, header.sealed_sha256))
+    sha = hashlib.sha256()
+    other = uploads.CHECKSUMS[checksum[0]]() if checksum and checksum[0] != "sha256" else None
+    size = 0
+    try:
+        async for piece in request.stream():
+            size += len(piece)
+            if size > length:
+                raise ApiError(413, "past_upload_length", f"the body goes past Upload-Length {length}")
+            sha.update(piece)
+            if other is not None:
+                other.update(piece)
+            writer.write(piece)
+        if size < length:
+            raise ApiError(400, "body_incomplete", f"{size} of the {length} bytes Content-Length promised")
+        if checksum is not None and (other.digest() if other else sha.digest()) != checksum[1]:
+            raise ApiError(460, "checksum_mismatch", f"the body does not match its Upload-Checksum ({checksum[0]}):"
+                           " nothing of it kept")
+    except ClientDisconnect:
+        writer.abort()
+        raise ApiError(400, "body_incomplete", "the connection closed inside the body: nothing of it kept") from None
+    except BaseException:
+        writer.abort()
+        raise
+    return await run_in_threadpool(uploads.receive_streamed, centre.engine, kit, meta, header, writer, size,
+                                   sha.hexdigest())
 
 
 async def _read_body(request: Request, room: int, checksum: tuple[str, bytes] | None, keep_partial: bool = True

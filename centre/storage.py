@@ -44,7 +44,21 @@ def check_key(key: str) -> str:
     return key
 
 
+class Writer(Protocol):
+    """One object written piece by piece as it arrives (a request body): durable at :meth:`commit`, never
+    visible before; :meth:`abort` leaves nothing."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 class Storage(Protocol):
+    def writer(self, key: str) -> Writer:
+        """A :class:`Writer` for ``key``."""
+
     def put(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key``, durably when this returns (replaces an object of the same key)."""
 
@@ -60,6 +74,61 @@ class Storage(Protocol):
         """Raise StorageError with a clear message if the store cannot be used (called at start)."""
 
     def describe(self) -> str: ...
+
+
+class _BufferWriter:
+    """Pieces kept in memory, one ``put`` at commit (a store with no cheaper way to stream)."""
+
+    def __init__(self, storage: Storage, key: str) -> None:
+        self.storage, self.key, self.pieces = storage, key, []
+
+    def write(self, data: bytes) -> None:
+        self.pieces.append(data)
+
+    def commit(self) -> None:
+        data = b"".join(self.pieces)
+        self.pieces = []
+        self.storage.put(self.key, data)
+
+    def abort(self) -> None:
+        self.pieces = []
+
+
+class _FileWriter:
+    """Straight into a temporary file next to the object; fsynced and renamed into place at commit."""
+
+    def __init__(self, storage: DirectoryStorage, key: str) -> None:
+        self.storage, self.key = storage, key
+        self.path = storage._path(key)
+        self.tmp = self.path.with_name(f".tmp-{secrets.token_hex(8)}-{self.path.name}")
+        try:
+            storage._makedirs(self.path.parent)
+            self.fh = open(self.tmp, "xb", buffering=0)  # noqa: SIM115 - closed in commit() or abort()
+        except OSError as exc:
+            raise StorageError(f"object {key}: {exc.strerror or exc}") from exc
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.fh.write(data)
+        except OSError as exc:
+            self.abort()
+            raise StorageError(f"object {self.key}: {exc.strerror or exc}") from exc
+
+    def commit(self) -> None:
+        try:
+            os.fsync(self.fh.fileno())
+            self.fh.close()
+            os.replace(self.tmp, self.path)
+            fsync_dir(self.path.parent)
+        except OSError as exc:
+            self.abort()
+            raise StorageError(f"object {self.key}: {exc.strerror or exc}") from exc
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self.fh.close()
+        with contextlib.suppress(OSError):
+            self.tmp.unlink(missing_ok=True)
 
 
 class DirectoryStorage:
@@ -81,6 +150,9 @@ class DirectoryStorage:
             with contextlib.suppress(FileExistsError):
                 m.mkdir()
             fsync_dir(m.parent)  # the new directory entry itself must survive a power cut
+
+    def writer(self, key: str) -> Writer:
+        return _FileWriter(self, key)
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
@@ -146,6 +218,9 @@ class S3Storage:
 
     def _error(self, key: str, exc: Exception) -> StorageError:
         return StorageError(f"object {key} in s3://{self.bucket}: {exc}")
+
+    def writer(self, key: str) -> Writer:
+        return _BufferWriter(self, key)
 
     def put(self, key: str, data: bytes) -> None:
         md5 = base64.b64encode(hashlib.md5(data).digest()).decode()  # what S3 checks a PUT with

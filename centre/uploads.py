@@ -29,7 +29,7 @@ from .db import upload_chunks, uploads, utcnow
 from .errors import ApiError
 from .ingest import Stored, conflict_error, finalize, flag_conflict, held, receive_whole
 from .kits import Kit
-from .storage import Storage
+from .storage import Storage, Writer
 
 log = logging.getLogger("capturekit.centre.uploads")
 
@@ -99,7 +99,8 @@ def check_length(length: int, max_size: int) -> None:
         raise ApiError(400, "bad_length", "Upload-Length must be at least 1")
 
 
-def _prepare(kit: Kit, length: int, metadata: str | None, max_size: int) -> tuple[dict[str, str], Header]:
+def prepare(kit: Kit, length: int, metadata: str | None, max_size: int) -> tuple[dict[str, str], Header]:
+    """The checked metadata and clear header of a creation request (400/403/413 otherwise)."""
     check_length(length, max_size)
     meta = parse_metadata(metadata)
     return meta, _header(meta, kit, length)
@@ -107,7 +108,7 @@ def _prepare(kit: Kit, length: int, metadata: str | None, max_size: int) -> tupl
 
 def create(engine: Engine, kit: Kit, length: int, metadata: str | None, max_size: int) -> Created:
     """POST /uploads: a new upload, or the one that already holds this capture with this SHA-256; 409 on conflict."""
-    meta, header = _prepare(kit, length, metadata, max_size)
+    meta, header = prepare(kit, length, metadata, max_size)
     upload_id = secrets.token_hex(16)
     now = utcnow()
     with engine.begin() as conn:
@@ -133,7 +134,7 @@ def create_with_body(engine: Engine, storage: Storage, kit: Kit, length: int, me
     """POST /uploads with the first bytes (creation-with-upload). All of them: verified, stored and committed as
     one complete upload and its received bundle in one transaction (nothing at all is kept if the SHA-256 is
     wrong). Some: a new upload holding them, to be continued by PATCH."""
-    meta, header = _prepare(kit, length, metadata, max_size)
+    meta, header = prepare(kit, length, metadata, max_size)
     if checksum is not None and CHECKSUMS[checksum[0]](body).digest() != checksum[1]:
         raise ApiError(460, "checksum_mismatch", f"the body does not match its Upload-Checksum ({checksum[0]}):"
                        " nothing of it kept")
@@ -142,12 +143,23 @@ def create_with_body(engine: Engine, storage: Storage, kit: Kit, length: int, me
         if created.existing is not None or not body:
             return created, State(length if created.existing else 0, length, created.existing)
         return created, append(engine, storage, kit, upload_row(engine, kit, created.upload_id), 0, body, None)
-    whole = checksum[1].hex() if checksum and checksum[0] == "sha256" else None
-    upload_id = secrets.token_hex(16)
+    sha = checksum[1].hex() if checksum and checksum[0] == "sha256" else hashlib.sha256(body).hexdigest()
     with _FINALIZING:
-        stored = receive_whole(engine, storage, kit.id, upload_id, header.capture_id, header.sealed_sha256,
-                               json.dumps(header.to_dict()), meta["header"], body, whole)
+        stored = receive_whole(engine, kit.id, secrets.token_hex(16), header.capture_id, header.sealed_sha256,
+                               json.dumps(header.to_dict()), meta["header"], len(body), sha,
+                               lambda key: storage.put(key, body), lambda: None)
     return Created(stored.upload_id, length, stored), State(length, length, stored)
+
+
+def receive_streamed(engine: Engine, kit: Kit, meta: dict[str, str], header: Header, writer: Writer, size: int,
+                     sha: str) -> tuple[Created, State]:
+    """creation-with-upload whose body was written, as it arrived, to ``writer`` (made for
+    :func:`centre.ingest.sealed_key` of the claimed SHA-256) and hashed to ``sha``: committed as one complete
+    upload and its received bundle, or aborted (wrong SHA-256, or a capture the centre already holds)."""
+    stored = receive_whole(engine, kit.id, secrets.token_hex(16), header.capture_id, header.sealed_sha256,
+                           json.dumps(header.to_dict()), meta["header"], size, sha, lambda _key: writer.commit(),
+                           writer.abort)
+    return Created(stored.upload_id, size, stored), State(size, size, stored)
 
 
 def upload_row(engine: Engine, kit: Kit, upload_id: str) -> Any:

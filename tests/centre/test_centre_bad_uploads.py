@@ -61,6 +61,34 @@ def test_truncated_body_is_kept_as_far_as_it_came_and_is_not_a_capture(centre, k
     assert r.headers["Capturekit-Status"] == "received"
 
 
+def test_a_creation_body_cut_off_keeps_nothing(centre, kit):
+    """creation-with-upload: the kit never got the upload's URL, so half a body is worth nothing: no upload,
+    no bundle, no object, no temporary file left behind; the kit's next creation goes in whole."""
+    name, token = kit
+    b = make_bundle(centre.sealing_line, name, photo_size=(400, 300))
+    tus = Tus(centre.url, token)
+    u = urlparse(centre.url)
+    meta = encode_metadata(b.metadata())
+    with socket.create_connection((u.hostname, u.port), timeout=10) as s:  # says all, sends half, hangs up
+        s.sendall((f"POST /api/v1/uploads HTTP/1.1\r\nHost: {u.netloc}\r\nAuthorization: Bearer {token}\r\n"
+                   f"Tus-Resumable: 1.0.0\r\nUpload-Length: {len(b.sealed)}\r\nUpload-Metadata: {meta}\r\n"
+                   f"Content-Type: application/offset+octet-stream\r\nContent-Length: {len(b.sealed)}\r\n\r\n"
+                   ).encode() + b.sealed[: len(b.sealed) // 2])
+        time.sleep(0.3)
+    st = centre.centre.storage
+    for _ in range(50):  # the centre notices the hang-up and drops what arrived
+        if not hasattr(st, "root") or not list(st.root.rglob(f".tmp-*{b.capture_id}*")):
+            break
+        time.sleep(0.1)
+    assert _nothing_for(centre, b.capture_id)
+    with centre.centre.engine.connect() as conn:
+        assert not conn.execute(select(uploads).where(uploads.c.capture_id == b.capture_id)).all()
+    if hasattr(st, "root"):
+        assert not list(st.root.rglob(f"*{b.capture_id}*"))
+    r = tus.create(len(b.sealed), b.metadata(), body=b.sealed)
+    assert r.status_code == 201 and r.headers["Capturekit-Status"] == "received"
+
+
 def test_oversized_uploads_and_bodies_are_413(centre, kit):
     name, token = kit
     b = make_bundle(centre.sealing_line, name)
