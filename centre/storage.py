@@ -155,18 +155,9 @@ class DirectoryStorage:
         return _FileWriter(self, key)
 
     def put(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        try:
-            self._makedirs(path.parent)
-            tmp = path.with_name(f".tmp-{secrets.token_hex(8)}-{path.name}")
-            with open(tmp, "xb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-            fsync_dir(path.parent)
-        except OSError as exc:
-            raise StorageError(f"object {key}: {exc.strerror or exc}") from exc
+        w = _FileWriter(self, key)
+        w.write(data)
+        w.commit()
 
     def get(self, key: str) -> bytes:
         try:
