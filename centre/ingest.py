@@ -162,16 +162,31 @@ def receive_whole(engine: Engine, kit_id: int, upload_id: str, capture_id: str, 
     """Every byte of a new upload in one request (creation-with-upload), ``size`` bytes hashing to ``sha``:
     verified, made durable by ``store(sealed_key)``, then one transaction commits the complete upload and its
     ``received`` bundle. A wrong SHA-256 keeps nothing (460); a capture id already held answers with what is
-    held (same SHA-256) or 409 (flagged); either way ``discard()`` drops the bytes, no copy is stored."""
+    held (same SHA-256) or 409 (flagged). Whenever the bytes are not stored (those cases, or the database
+    failing first), ``discard()`` drops them: no copy, no temporary file."""
+    stored = False
+
+    def store_once(key: str) -> None:
+        nonlocal stored
+        store(key)
+        stored = True
+
+    try:
+        return _receive_whole(engine, kit_id, upload_id, capture_id, sha256, header, offered_header, size, sha,
+                              store_once)
+    finally:
+        if not stored:
+            discard()
+
+
+def _receive_whole(engine: Engine, kit_id: int, upload_id: str, capture_id: str, sha256: str, header: str,
+                   offered_header: str, size: int, sha: str, store: Callable[[str], None]) -> Stored:
     if sha != sha256:
-        discard()
         raise ApiError(460, "checksum_mismatch", f"the {size} bytes received have SHA-256 {sha}, the metadata"
                        f" says {sha256}: nothing kept, start again")
     with engine.connect() as conn:
         existing = held(conn, capture_id)
-    if existing is not None:
-        discard()
-    else:
+    if existing is None:
         key = sealed_key(kit_id, capture_id, sha)
         store(key)
         now = utcnow()

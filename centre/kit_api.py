@@ -9,6 +9,7 @@ with ``Retry-After`` (the kit tries again), never a ``5xx`` for anything a clien
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 from typing import Annotated, Any
@@ -169,11 +170,11 @@ async def upload_create(request: Request, kit: KitDep,
         uploads.check_length(length, centre.config.max_upload_bytes)
         if declared is not None and declared > length:
             raise ApiError(413, "past_upload_length", f"{declared} bytes go past Upload-Length {length}")
-        if declared == length and isinstance(centre.storage, DirectoryStorage):
-            # every byte, straight into the object's file as it arrives, hashed on the way (no body in memory)
-            created, state = await _create_streamed(centre, request, kit, length, upload_metadata, checksum)
-        elif declared == length:
-            async with _bodies():  # (a store that takes whole objects: the body is held, so bounded)
+        if declared == length:
+            # every byte, straight into the object's writer as it arrives, hashed on the way; a directory store
+            # holds no body in memory, a store that takes whole objects does, so those are bounded
+            streams = isinstance(centre.storage, DirectoryStorage)
+            async with contextlib.nullcontext() if streams else _bodies():
                 created, state = await _create_streamed(centre, request, kit, length, upload_metadata, checksum)
         else:
             async with _bodies():

@@ -18,6 +18,7 @@ import logging
 import re
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,7 +109,10 @@ def prepare(kit: Kit, length: int, metadata: str | None, max_size: int) -> tuple
 
 def create(engine: Engine, kit: Kit, length: int, metadata: str | None, max_size: int) -> Created:
     """POST /uploads: a new upload, or the one that already holds this capture with this SHA-256; 409 on conflict."""
-    meta, header = prepare(kit, length, metadata, max_size)
+    return _create(engine, kit, length, *prepare(kit, length, metadata, max_size))
+
+
+def _create(engine: Engine, kit: Kit, length: int, meta: dict[str, str], header: Header) -> Created:
     upload_id = secrets.token_hex(16)
     now = utcnow()
     with engine.begin() as conn:
@@ -139,26 +143,27 @@ def create_with_body(engine: Engine, storage: Storage, kit: Kit, length: int, me
         raise ApiError(460, "checksum_mismatch", f"the body does not match its Upload-Checksum ({checksum[0]}):"
                        " nothing of it kept")
     if len(body) < length:
-        created = create(engine, kit, length, metadata, max_size)
+        created = _create(engine, kit, length, meta, header)
         if created.existing is not None or not body:
             return created, State(length if created.existing else 0, length, created.existing)
         return created, append(engine, storage, kit, upload_row(engine, kit, created.upload_id), 0, body, None)
     sha = checksum[1].hex() if checksum and checksum[0] == "sha256" else hashlib.sha256(body).hexdigest()
     with _FINALIZING:
-        stored = receive_whole(engine, kit.id, secrets.token_hex(16), header.capture_id, header.sealed_sha256,
-                               json.dumps(header.to_dict()), meta["header"], len(body), sha,
-                               lambda key: storage.put(key, body), lambda: None)
-    return Created(stored.upload_id, length, stored), State(length, length, stored)
+        return _whole(engine, kit, meta, header, len(body), sha, lambda key: storage.put(key, body), lambda: None)
 
 
 def receive_streamed(engine: Engine, kit: Kit, meta: dict[str, str], header: Header, writer: Writer, size: int,
                      sha: str) -> tuple[Created, State]:
     """creation-with-upload whose body was written, as it arrived, to ``writer`` (made for
     :func:`centre.ingest.sealed_key` of the claimed SHA-256) and hashed to ``sha``: committed as one complete
-    upload and its received bundle, or aborted (wrong SHA-256, or a capture the centre already holds)."""
+    upload and its received bundle, or aborted (wrong SHA-256, a capture the centre already holds, a failure)."""
+    return _whole(engine, kit, meta, header, size, sha, lambda _key: writer.commit(), writer.abort)
+
+
+def _whole(engine: Engine, kit: Kit, meta: dict[str, str], header: Header, size: int, sha: str,
+           store: Callable[[str], None], discard: Callable[[], None]) -> tuple[Created, State]:
     stored = receive_whole(engine, kit.id, secrets.token_hex(16), header.capture_id, header.sealed_sha256,
-                           json.dumps(header.to_dict()), meta["header"], size, sha, lambda _key: writer.commit(),
-                           writer.abort)
+                           json.dumps(header.to_dict()), meta["header"], size, sha, store, discard)
     return Created(stored.upload_id, size, stored), State(size, size, stored)
 
 

@@ -314,3 +314,29 @@ def test_creation_with_other_content_under_a_held_id_is_a_conflict(centre, kit):
     with centre.centre.engine.connect() as conn:
         flagged = conn.execute(select(conflicts).where(conflicts.c.capture_id == b.capture_id)).all()
     assert [f.offered_sha256 for f in flagged] == [other.sha256]
+
+
+def test_bytes_a_whole_upload_could_not_store_are_discarded_whatever_failed(tmp_path):
+    """receive_whole drops the received bytes (a temporary file) when it does not store them: a wrong SHA-256,
+    or a database that fails before the object is stored; once stored, they are never discarded."""
+    import pytest
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import OperationalError
+
+    from centre.errors import ApiError
+    from centre.ingest import receive_whole
+
+    calls: list[str] = []
+
+    def receive(engine, sha: str):
+        return receive_whole(engine, 1, "0" * 32, "kit-x-00000000-000001-01", "a" * 64, "{}", "{}", 10, sha,
+                             lambda _key: calls.append("store"), lambda: calls.append("discard"))
+
+    broken = create_engine(f"sqlite:///{tmp_path}/no/such/dir/centre.sqlite")
+    with pytest.raises(OperationalError):
+        receive(broken, "a" * 64)
+    assert calls == ["discard"]
+    calls.clear()
+    with pytest.raises(ApiError) as err:
+        receive(broken, "b" * 64)
+    assert err.value.status == 460 and calls == ["discard"]
