@@ -193,16 +193,18 @@ def rss_summary(values: list[float]) -> str:
 class BenchCentre:
     """A centre (the launcher above) on loopback with a fresh key pair, SQLite and a directory under ``root``."""
 
-    def __init__(self, root: Path, cpus: str = "") -> None:
+    def __init__(self, root: Path, cpus: str = "", share: BenchCentre | None = None) -> None:
+        """A fresh centre, or (``share``) another process on that one's database, object store and keys."""
         from centre.sealing import keygen
 
         self.root = root
-        self.data_dir = root / "centre-data"
-        self.keys_dir = root / "centre-keys"
-        keygen(self.keys_dir)
+        self.data_dir = share.data_dir if share else root / "centre-data"
+        self.keys_dir = share.keys_dir if share else root / "centre-keys"
+        if share is None:
+            keygen(self.keys_dir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.config = root / "centre.toml"
+        self.config = root / ("centre.toml" if share is None else f"centre-{self.port}.toml")
         self.config.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in {
             "data_dir": str(self.data_dir), "listen_host": "127.0.0.1", "listen_port": self.port,
             "keys_dir": str(self.keys_dir), "log_level": "WARNING"}.items()))
@@ -214,14 +216,7 @@ class BenchCentre:
     def sibling(self) -> BenchCentre:
         """Another centre process on this one's database, object store and keys (its own port): the centre's
         horizontal form, several stateless processes behind one name. Started and stopped with this one."""
-        other = object.__new__(BenchCentre)
-        other.root, other.data_dir, other.keys_dir, other.cpus = self.root, self.data_dir, self.keys_dir, self.cpus
-        other.port = free_port()
-        other.url = f"http://127.0.0.1:{other.port}"
-        other.config = self.root / f"centre-{other.port}.toml"
-        other.config.write_text(self.config.read_text().replace(f"listen_port = {self.port}",
-                                                                f"listen_port = {other.port}"))
-        other.proc, other.school, other.siblings = None, self.school, []
+        other = BenchCentre(self.root, self.cpus, share=self)
         self.siblings.append(other)
         return other
 

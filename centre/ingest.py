@@ -262,8 +262,7 @@ def open_received(engine: Engine, storage: Storage, keys: KeyRing, capture_id: s
     if row is None:
         return "gone"
     data = storage.get(row.object_key)
-    where = f"k{row.kit_id}/{capture_id}"
-    status, reason, detail, opened, photo_key, deriv_key = "stored", None, None, None, None, None
+    status, reason, detail, opened, deriv_key = "stored", None, None, None, None
     try:
         # (its SHA-256 was checked on arrival; a byte changed since would fail the sealed box's Poly1305 tag)
         opened = open_bundle(json.loads(row.header), data, keys, row.sha256)
@@ -271,11 +270,9 @@ def open_received(engine: Engine, storage: Storage, keys: KeyRing, capture_id: s
         status, reason, detail = "refused", exc.reason, exc.detail
         log.warning("capture %s refused: %s", capture_id, exc)
     del data
-    if opened is not None:
-        photo_key = row.object_key
-        if opened.derivative:
-            deriv_key = f"derivatives/{where}.{opened.derivative_sha256}.jpg"
-            storage.put(deriv_key, opened.derivative)
+    if opened is not None and opened.derivative:
+        deriv_key = f"derivatives/k{row.kit_id}/{capture_id}.{opened.derivative_sha256}.jpg"
+        storage.put(deriv_key, opened.derivative)
     try:
         with engine.begin() as conn:
             moved = conn.execute(update(bundles).where(bundles.c.capture_id == capture_id,
@@ -284,8 +281,9 @@ def open_received(engine: Engine, storage: Storage, keys: KeyRing, capture_id: s
             if not moved:
                 return "gone"  # another process's lease ran out under it and it opened this first
             if opened is not None:
+                # the original stays inside the sealed object: photo_key names it
                 conn.execute(captures.insert().values(_capture_row(conn, row.kit_id, opened, row.sha256,
-                                                                   photo_key or "", deriv_key)))
+                                                                   row.object_key, deriv_key)))
     except IntegrityError:
         return "gone"  # the same race, seen by the captures' primary key
     return status
