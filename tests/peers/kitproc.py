@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -35,6 +36,16 @@ def cli(config: Path, *args: str, timeout: float = 60, no_dac_override: bool = F
                           timeout=timeout, env={**os.environ, "PYTHONPATH": os.getcwd()}, input=input)
 
 
+def _accepts(path: Path) -> bool:
+    """Whether a Unix socket listens at ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 class Daemon:
     """``capturekit run`` in the background; :meth:`wait_ready` returns once its control socket answers."""
 
@@ -46,8 +57,13 @@ class Daemon:
                                      stderr=self._err, env={**os.environ, "PYTHONPATH": os.getcwd()})
 
     def wait_ready(self, timeout: float = 30.0) -> Daemon:
+        """Once the daemon has said it is ready and its control socket takes a connection (the daemon logs
+        "ready" before ``capturekit run`` opens the socket)."""
+        from appliance.config import load
+
+        sock = load(self.config).control_path
         deadline = time.monotonic() + timeout
-        while "ready: kit" not in self.stderr:
+        while "ready: kit" not in self.stderr or not _accepts(sock):
             if self.proc.poll() is not None:
                 raise AssertionError(f"capturekit run exited {self.proc.returncode}: {self.stderr}")
             if time.monotonic() > deadline:
