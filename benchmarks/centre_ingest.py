@@ -48,6 +48,7 @@ from _bench_centre import (
     kit_config,
     pct,
     photo_pool,
+    quiesce,
     rss_summary,
     tempdir,
 )
@@ -117,6 +118,7 @@ def bare_pass(centre: BenchCentre, kits: list[list[KitBundle]]) -> tuple[float, 
     for (s, url), bundles in zip(sessions, kits, strict=True):  # warm: one connection per kit
         bare_put(s, url, bundles[0])
     centre.clear_sink()
+    quiesce()
     lat: list[float] = []
 
     def run(job) -> None:
@@ -178,6 +180,7 @@ def main() -> None:
                 d.heart.done(now)
                 d.rost.done(now)
             try:
+                quiesce()
                 with RssSampler(centre.pid) as rss2:
                     c0, k0 = time.process_time(), centre_cpu(centre)
                     synced = concurrently(daemons, lambda d: d.settle(args.limit))

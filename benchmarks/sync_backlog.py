@@ -53,6 +53,7 @@ from _bench_centre import (
     kit_toml,
     pct,
     photo_pool,
+    quiesce,
     rss_summary,
     tempdir,
 )
@@ -77,6 +78,7 @@ def bare_pass(centre: BenchCentre, bundles: list) -> Pass:
         for b in bundles[:3]:  # warm: connection, the sink's first file
             bare_put(s, centre.url, b)
         centre.clear_sink()
+        quiesce()
         c0, k0, t0 = time.process_time(), cpu_s(centre.pid), time.perf_counter()
         lat = [bare_put(s, centre.url, b) for b in bundles]
         return Pass(time.perf_counter() - t0, lat, time.process_time() - c0, cpu_s(centre.pid) - k0)
@@ -93,6 +95,7 @@ def sync_pass(centre: BenchCentre, kit_dir: Path, toml: Path, cpus: str,
     if cpus:
         cmd = ["taskset", "-c", cpus, *cmd]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    quiesce()
     with RssSampler(centre.pid) as centre_rss:
         c0, k0, t0 = children_cpu(), cpu_s(centre.pid), time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, cwd=kit_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -106,22 +106,27 @@ class SyncDaemon:
         self._watch()
 
     def _watch(self) -> None:
-        """inotify on the outbox (via watchdog): new bundles wake the loop at once."""
+        """inotify on the outbox (via watchdog): a bundle published there (renamed in, or written and closed)
+        wakes the loop at once. Only those events: the daemon's own reads of a bundle (its header, its bytes)
+        open and close it too, and a wake on each of those rescanned the whole outbox once per upload."""
         if self._observer is not None or not self.outbox.is_dir():
             return
-        from watchdog.events import FileSystemEventHandler
+        from watchdog.events import FileClosedEvent, FileMovedEvent, FileSystemEventHandler
         from watchdog.observers import Observer
 
         wake = self._wake
 
         class _Handler(FileSystemEventHandler):
             def on_any_event(self, event: Any) -> None:
-                if str(getattr(event, "dest_path", "") or event.src_path).endswith(SUFFIX):
+                path = Path(str(getattr(event, "dest_path", "") or event.src_path))
+                if event.event_type in ("moved", "closed") and path.name.endswith(SUFFIX) \
+                        and not path.name.startswith("."):
                     wake.set()
 
         try:
             observer = Observer()
-            observer.schedule(_Handler(), str(self.outbox), recursive=False)
+            observer.schedule(_Handler(), str(self.outbox), recursive=False,
+                              event_filter=[FileMovedEvent, FileClosedEvent])
             observer.start()
         except OSError as exc:  # inotify limits: the periodic rescan still finds everything
             log.warning("cannot watch %s (%s): relying on the rescan every %g s", self.outbox, exc,

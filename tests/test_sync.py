@@ -349,3 +349,27 @@ def test_two_uploads_in_flight_oldest_first_each_on_its_own_connection(kit_confi
         assert all(status[c] == "pending" for c in d._pending) and d._pending
         drain(d)
     assert_exactly_once(cfg, centre)
+
+
+def test_reading_bundles_does_not_wake_the_loop_and_publishing_one_does(kit_config, centre, room):
+    """The daemon opens and reads bundles as it uploads them: those events must not wake it (each wake is a
+    rescan of the whole outbox); a bundle published by the spool (written, renamed in) must."""
+    room.tap(card(STUDENTS[0]))
+    room.press()
+    cfg = syncing(room.cfg, centre)
+    d = SyncDaemon(cfg)
+    d.start()
+    try:
+        (first,) = outbox(cfg)
+        time.sleep(0.3)
+        d._wake.clear()
+        for _ in range(5):  # what an upload does to a bundle: read its header, then its bytes
+            (cfg.data_path / "spool" / "outbox" / f"{first}.bundle").read_bytes()
+        assert not d._wake.wait(1.0), "reading a bundle woke the loop"
+        room.wait(10)  # the next student steps up
+        room.tap(card(STUDENTS[1]))
+        room.press()
+        assert len(outbox(cfg)) == 2
+        assert d._wake.wait(5.0), "a published bundle did not wake the loop"
+    finally:
+        d.close()
