@@ -134,12 +134,41 @@ def bare_pass(centre: BenchCentre, kits: list[list[KitBundle]]) -> tuple[float, 
     return elapsed, lat, *cpu
 
 
+def kits_pass(centre: BenchCentre, prefix: str, names: list[str], tokens: dict[str, str], chunk_mb: float,
+              per_kit: int, limit: float) -> tuple[float, list[float], int, tuple[float, float], RssSampler, float]:
+    """Fifty real SyncDaemons, heartbeat and roster first, then all draining their outboxes at once: (seconds,
+    latencies, failed attempts, (clients' CPU, centre's CPU), the centre's RSS, seconds until all were opened)."""
+    urls = centre.urls
+    daemons = [TimedSync(kit_config(centre.root / name, name, centre.sealing_line, urls[i % len(urls)],
+                                    tokens[name], int(chunk_mb * MB))) for i, name in enumerate(names)]
+    for d in daemons:
+        d.start()
+        d._contact(d.heartbeat, "heartbeat")  # a kit that comes online: heartbeat, roster, then uploads
+        d._contact(d.roster, "roster")
+        now = time.monotonic()
+        d.heart.done(now)
+        d.rost.done(now)
+    try:
+        quiesce()
+        with RssSampler(centre.pid) as rss:
+            c0, k0 = time.process_time(), centre_cpu(centre)
+            synced = concurrently(daemons, lambda d: d.settle(limit))
+            cpu = (time.process_time() - c0, centre_cpu(centre) - k0)
+            opened_after = centre.wait_opened(prefix, len(names) * per_kit)
+    finally:
+        for d in daemons:
+            d.close()
+    return synced, [x for d in daemons for x in d.latency], sum(d.failed_attempts for d in daemons), cpu, rss, \
+        opened_after
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kits", type=int, default=50)
     ap.add_argument("--per-kit", type=int, default=4, help="bundles in each kit's outbox")
     ap.add_argument("--mb", type=float, default=4.0, help="photo size: uniform in [0.75, 1.5] x MB")
     ap.add_argument("--chunk-mb", type=float, default=4.0, help="sync.chunk_bytes in MB (one tus PATCH)")
+    ap.add_argument("--rounds", type=int, default=3, help="measured rounds (bare, kits), then one more bare pass")
     ap.add_argument("--cpus", default="", help="taskset CPU list for the centre and this process (default: none)")
     ap.add_argument("--processes", type=int, default=1, help="centre processes on the one SQLite + directory (the"
                     " kits and the bare PUTs spread over them)")
@@ -155,74 +184,70 @@ def main() -> None:
         for _ in range(args.processes - 1):
             centre.sibling()
         with centre:
-            names = [f"kit-c{i:02d}" for i in range(args.kits)]
-            tokens = centre.add_kits(names)
+            # set 0 warms the centre up (unmeasured); set r is round r's: its bytes PUT bare, then its kits
+            sets = [[f"kit-w{r}c{i:02d}" for i in range(args.kits)] for r in range(args.rounds + 1)]
+            tokens = {k: v for names in sets for k, v in centre.add_kits(names).items()}
             pool, rng = photo_pool(args.mb), random.Random(14)
             t0 = time.perf_counter()
-            kits = [build_kit(root / name, name, args.per_kit, args.mb, centre.sealing_line, pool, rng)
-                    for name in names]
+            kits = [[build_kit(root / name, name, args.per_kit, args.mb, centre.sealing_line, pool, rng)
+                     for name in names] for names in sets]
             build_s = time.perf_counter() - t0
-            total = sum(b.length for k in kits for b in k) / MB
-            n = sum(len(k) for k in kits)
+            mbs = [sum(b.length for k in ks for b in k) / MB for ks in kits]  # each set draws its own sizes
+            n = sum(len(k) for k in kits[1])
 
-            with RssSampler(centre.pid) as rss1:
-                bare1, lat1, *cpu1 = bare_pass(centre, kits)
+            warm = kits_pass(centre, "kit-w0c", sets[0], tokens, args.chunk_mb, args.per_kit, args.limit)
+            bare: list[tuple] = []
+            synced: list[tuple] = []
+            for r in range(1, args.rounds + 1):
+                with RssSampler(centre.pid) as rss:
+                    bare.append((*bare_pass(centre, kits[r]), rss, mbs[r]))
+                centre.clear_sink()
+                synced.append((*kits_pass(centre, f"kit-w{r}c", sets[r], tokens, args.chunk_mb, args.per_kit,
+                                          args.limit), mbs[r]))
+            with RssSampler(centre.pid) as rss:
+                bare.append((*bare_pass(centre, kits[args.rounds]), rss, mbs[args.rounds]))
             centre.clear_sink()
-
-            urls = centre.urls
-            daemons = [TimedSync(kit_config(root / name, name, centre.sealing_line, urls[i % len(urls)],
-                                            tokens[name], int(args.chunk_mb * MB))) for i, name in enumerate(names)]
-            for d in daemons:
-                d.start()
-                d._contact(d.heartbeat, "heartbeat")  # a kit that comes online: heartbeat, roster, then uploads
-                d._contact(d.roster, "roster")
-                now = time.monotonic()
-                d.heart.done(now)
-                d.rost.done(now)
-            try:
-                quiesce()
-                with RssSampler(centre.pid) as rss2:
-                    c0, k0 = time.process_time(), centre_cpu(centre)
-                    synced = concurrently(daemons, lambda d: d.settle(args.limit))
-                    cpu2 = (time.process_time() - c0, centre_cpu(centre) - k0)
-                    opened_after = centre.wait_opened("kit-c", args.kits * args.per_kit)
-            finally:
-                for d in daemons:
-                    d.close()
-            lat_sync = [x for d in daemons for x in d.latency]
-            failed = sum(d.failed_attempts for d in daemons)
-
-            with RssSampler(centre.pid) as rss3:
-                bare2, lat2, *cpu3 = bare_pass(centre, kits)
-            centre.clear_sink()
-            held = centre.count_stored("kit-c")
+            held = centre.count_stored("kit-w")
     load1 = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    if held != n or len(lat_sync) != n:
-        raise SystemExit(f"the centre holds {held} of {n} bundles ({len(lat_sync)} confirmed)")
+    expect = n * (args.rounds + 1)
+    if held != expect or any(len(s[1]) != n for s in synced) or len(warm[1]) != n:
+        raise SystemExit(f"the centre holds {held} of {expect} bundles")
 
-    bare_mbs = statistics.mean([total / bare1, total / bare2])
-    print(f"{args.kits} kits x {args.per_kit} bundles = {n} uploads, {total:.0f} MB sealed (mean"
-          f" {total / n:.2f} MB; photo = random bytes), chunk {args.chunk_mb:g} MB; kits built in {build_s:.1f} s;"
-          f" {'pinned to CPUs ' + args.cpus if args.cpus else 'not pinned'}; {args.processes} centre"
-          f" process(es); load {load0} -> {load1}"
-          f" ({os.cpu_count()} CPUs)")
+    bare_mbs = sum(b[5] for b in bare) / sum(b[0] for b in bare)
+    kits_mbs = sum(s[6] for s in synced) / sum(s[0] for s in synced)
+    print(f"{args.kits} kits x {args.per_kit} bundles = {n} uploads a round, {statistics.mean(mbs):.0f} MB sealed"
+          f" (mean {sum(mbs) / n / len(mbs):.2f} MB; photo = random bytes), chunk {args.chunk_mb:g} MB;"
+          f" {args.rounds + 1} sets of kits built in {build_s:.1f} s;"
+          f" {'pinned to CPUs ' + args.cpus if args.cpus else 'not pinned'};"
+          f" {args.processes} centre process(es); load {load0} -> {load1} ({os.cpu_count()} CPUs)")
     print(f"  {'':40} {'time s':>7} {'MB/s':>7} {'uploads/s':>9} {'median s':>8} {'p99 s':>7} {'ratio':>6}"
           "   CPU ms per upload: clients  centre")
 
-    def row(name: str, t: float, lat: list[float], cpu: list[float] | tuple[float, float]) -> None:
-        print(f"  {name:<40} {t:7.1f} {total / t:7.1f} {n / t:9.1f} {statistics.median(lat):8.2f}"
-              f" {pct(lat, 99):7.2f} {total / t / bare_mbs:6.2f} {cpu[0] * 1000 / n:26.1f} {cpu[1] * 1000 / n:7.1f}")
+    def row(name: str, t: float, mb: float, lat: list[float], cpu: tuple[float, float] | list[float]) -> None:
+        print(f"  {name:<40} {t:7.1f} {mb / t:7.1f} {len(lat) / t:9.1f} {statistics.median(lat):8.2f}"
+              f" {pct(lat, 99):7.2f} {mb / t / bare_mbs:6.2f} {cpu[0] * 1000 / len(lat):26.1f}"
+              f" {cpu[1] * 1000 / len(lat):7.1f}")
 
-    row(f"{args.kits} bare concurrent PUTs, pass 1", bare1, lat1, cpu1)
-    row(f"{args.kits} bare concurrent PUTs, pass 2", bare2, lat2, cpu3)
-    row(f"{args.kits} kits' SyncDaemons (goal >= 0.8)", synced, lat_sync, cpu2)
-    print(f"  kits' failed attempts (retried after back-off): {failed}")
-    print(f"  every bundle opened by the centre (stored, with its capture) {opened_after:.1f} s after the kits were"
-          " done (opening follows the confirmation, centre/opener.py; the centre's CPU above includes it)")
+    wt, wl, _, wcpu, _, _ = warm
+    row(f"warm-up: {args.kits} kits (not counted)", wt, mbs[0], wl, wcpu)
+    for r in range(args.rounds + 1):
+        t, lat, c_cpu, k_cpu, _, mb = bare[r]
+        row(f"{args.kits} bare concurrent PUTs, pass {r + 1}", t, mb, lat, (c_cpu, k_cpu))
+        if r < args.rounds:
+            t, lat, _, cpu, _, _, mb = synced[r]
+            row(f"{args.kits} kits' SyncDaemons, round {r + 1}", t, mb, lat, cpu)
+    all_lat = [x for s in synced for x in s[1]]
+    bare_lat = [x for b in bare for x in b[1]]
+    print(f"  all bare passes: {bare_mbs:.1f} MB/s, median {statistics.median(bare_lat):.2f} s, p99"
+          f" {pct(bare_lat, 99):.2f} s; all kits' rounds: {kits_mbs:.1f} MB/s, median {statistics.median(all_lat):.2f}"
+          f" s, p99 {pct(all_lat, 99):.2f} s: ratio {kits_mbs / bare_mbs:.2f} (goal >= 0.8)")
+    print(f"  kits' failed attempts (retried after back-off): {sum(s[2] for s in synced)}")
+    print("  every bundle opened by the centre (stored, with its capture) within"
+          f" {max(s[5] for s in synced):.1f} s after its round's kits were done (opening follows the confirmation,"
+          " centre/opener.py; it is deferred while uploads arrive, so the CPU above is mostly receiving)")
     which = " (the first of them)" if args.processes > 1 else ""
-    print(f"  RSS centre{which} during the kits:     {rss_summary(rss2.mb())}")
-    print(f"  RSS centre during bare, pass 1: {rss_summary(rss1.mb())}")
-    print(f"  RSS centre during bare, pass 2: {rss_summary(rss3.mb())}")
+    print(f"  RSS centre{which} during the kits' rounds: {rss_summary([v for s in synced for v in s[4].mb()])}")
+    print(f"  RSS centre during the bare passes:  {rss_summary([v for b in bare for v in b[4].mb()])}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,7 +104,7 @@ class _Region:
     def __len__(self) -> int:
         return self.len
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int = -1) -> bytes | memoryview:
         left = self.len - self._pos
         if left <= 0:
             return b""
@@ -112,11 +113,20 @@ class _Region:
             ahead = self._pos / self._rate - (time.monotonic() - self._t0)
             if ahead > 0:
                 time.sleep(ahead)
-        data = self._data[self._pos:self._pos + n].tobytes()
+        data = self._data[self._pos:self._pos + n]  # a view: sent as it is, not copied
         self._pos += n
         if self._on_progress:
             self._on_progress(n)
         return data
+
+
+class Capabilities:
+    """What the centre's tus server says it can do (``OPTIONS``, asked once), shared by the clients of one daemon:
+    one of them asks, the others wait for its answer."""
+
+    def __init__(self) -> None:
+        self.creation_with_upload: bool | None = None
+        self.lock = threading.Lock()
 
 
 def _b64(value: str) -> str:
@@ -135,7 +145,7 @@ class Centre:
 
     def __init__(self, url: str, token: str, connect_timeout: float = 10.0, inactivity_timeout: float = 30.0,
                  chunk_bytes: int = 4 * 2**20, bandwidth_bps: float = 0.0, ca_file: str = "",
-                 on_progress: Callable[[int], None] | None = None) -> None:
+                 on_progress: Callable[[int], None] | None = None, capabilities: Capabilities | None = None) -> None:
         self.base = url.rstrip("/")
         parts = requests.compat.urlparse(self.base)
         self.origin = f"{parts.scheme}://{parts.netloc}"  # upload paths (from Location) are joined to this
@@ -147,7 +157,7 @@ class Centre:
         self.chunk_bytes = chunk_bytes
         self.bandwidth_bps = bandwidth_bps
         self.on_progress = on_progress
-        self._with_upload: bool | None = None  # the centre's tus creation-with-upload, once it has said
+        self.capabilities = capabilities or Capabilities()
 
     def close(self) -> None:
         self.session.close()
@@ -212,13 +222,15 @@ class Centre:
     def creation_with_upload(self) -> bool:
         """Whether the centre takes an upload's bytes in its creation request (tus OPTIONS, asked once; an answer
         that is not a tus server's — a portal's — is not remembered)."""
-        if self._with_upload is None:
-            resp = self._request("OPTIONS", "/api/v1/uploads")
-            if resp.status_code not in (200, 204) or "Tus-Version" not in resp.headers:
-                return False
-            extensions = {e.strip() for e in resp.headers.get("Tus-Extension", "").split(",")}
-            self._with_upload = "creation-with-upload" in extensions
-        return self._with_upload
+        caps = self.capabilities
+        with caps.lock:
+            if caps.creation_with_upload is None:
+                resp = self._request("OPTIONS", "/api/v1/uploads")
+                if resp.status_code not in (200, 204) or "Tus-Version" not in resp.headers:
+                    return False
+                extensions = {e.strip() for e in resp.headers.get("Tus-Extension", "").split(",")}
+                caps.creation_with_upload = "creation-with-upload" in extensions
+            return caps.creation_with_upload
 
     def create(self, bundle: Bundle, body: bytes | None = None) -> tuple[str, Confirmation | None, int]:
         """tus creation: the upload's URL, the confirmation if the centre holds the capture (already, or now:
@@ -262,7 +274,7 @@ class Centre:
 
     def upload(self, bundle: Bundle, url: str | None, remember: Callable[[str], None]) -> Confirmation:
         """Create (or resume ``url``), send every remaining byte in PATCH chunks, and return the centre's
-        confirmation. ``remember(url)`` is called as soon as the upload exists, so a crash resumes it."""
+        confirmation. ``remember(url)`` is called as soon as an unfinished upload exists, so a crash resumes it."""
         offset = self.offset(url) if url else None
         if offset is None:
             # a bundle that fits one chunk goes with its creation: one request, one transaction at the centre
@@ -270,9 +282,9 @@ class Centre:
                                                               and self.creation_with_upload()) else None
             url, done, offset = self.create(bundle, first)
             del first
-            remember(url)
-            if done:
+            if done:  # held already, or confirmed by its one request: nothing left to resume, nothing to remember
                 return done
+            remember(url)
         while offset < bundle.length:
             n = min(self.chunk_bytes, bundle.length - offset)
             chunk = self._read(bundle, offset, n)

@@ -37,7 +37,7 @@ from appliance.errors import EXIT_STORAGE, StorageError
 from appliance.roster import RosterError, install_protected
 from appliance.spool import SUFFIX, sha256_from
 
-from .client import AuthFailed, Bundle, Centre, CentreError, Confirmation, Mismatch, Refused, Throttled
+from .client import AuthFailed, Bundle, Capabilities, Centre, CentreError, Confirmation, Mismatch, Refused, Throttled
 from .state import SyncState
 
 log = logging.getLogger("capturekit.sync")
@@ -80,9 +80,10 @@ class SyncDaemon:
         s = cfg.sync
         token = read_token(cfg)
         # one client (one connection) per upload in flight; a bandwidth cap is shared out between them
+        caps = Capabilities()  # the centre's tus OPTIONS answer, asked by one client for all
         self._centres = [Centre(s.centre_url, token, s.connect_timeout_s, s.inactivity_timeout_s, s.chunk_bytes,
                                 s.bandwidth_kbps * 1000 / 8 / s.parallel_uploads, s.ca_file,
-                                on_progress=self._progress) for _ in range(s.parallel_uploads)]
+                                on_progress=self._progress, capabilities=caps) for _ in range(s.parallel_uploads)]
         self.centre = self._centres[0]  # heartbeats, roster, keys, and the oldest bundle of each round
         self._pool = ThreadPoolExecutor(s.parallel_uploads - 1, "upload") if s.parallel_uploads > 1 else None
         self.outbox = cfg.data_path / "spool" / "outbox"

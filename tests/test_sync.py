@@ -373,3 +373,24 @@ def test_reading_bundles_does_not_wake_the_loop_and_publishing_one_does(kit_conf
         assert d._wake.wait(5.0), "a published bundle did not wake the loop"
     finally:
         d.close()
+
+
+def test_one_request_per_bundle_and_one_tus_options_per_daemon(kit_config, centre):
+    """Bundles that fit one chunk each go in their creation request, and the daemon's parallel clients share
+    the one OPTIONS answer that told them they may (no HEAD, no PATCH, no journal URL for a finished upload)."""
+    cfg = classroom(kit_config, n=6)
+    with fp.FaultProxy(("127.0.0.1", centre.port)) as proxy:
+        cfg = syncing(cfg, centre, url=proxy.url, parallel_uploads=2)
+        d = synced(cfg)
+        s = proxy.stats()
+    n = len(outbox(cfg))
+    assert n >= 6 and d.uploaded == n
+    assert s.count("OPTIONS", "/api/v1/uploads") == 1
+    assert s.count("POST", "/api/v1/uploads") == n
+    assert s.count("PATCH", "/api/v1/uploads/") == 0 and s.count("HEAD", "/api/v1/uploads/") == 0
+    db = sqlite3.connect(f"file:{cfg.data_path / 'journal.sqlite'}?mode=ro", uri=True)
+    try:
+        assert db.execute("SELECT COUNT(*) FROM uploads WHERE upload_url IS NOT NULL").fetchone()[0] == 0
+    finally:
+        db.close()
+    assert_exactly_once(cfg, centre)
