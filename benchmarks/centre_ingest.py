@@ -1,6 +1,7 @@
 """Fifty kits uploading to one centre process at once, next to fifty bare concurrent PUTs of the same bytes.
 
-    python benchmarks/centre_ingest.py [--kits 50] [--per-kit 4] [--mb 4] [--chunk-mb 4] [--cpus ""] [--processes 1]
+    python benchmarks/centre_ingest.py [--kits 50] [--per-kit 4] [--mb 4] [--chunk-mb 4] [--rounds 3] [--cpus ""]
+                                       [--processes 1]
 
 Each simulated kit is a real one as far as the centre can tell: its own kit id and token (``add-kit``, assigned
 to a school with a roster), its own journal and outbox of ``--per-kit`` real sealed bundles (photo = random bytes,
@@ -13,9 +14,12 @@ directory, plus the benchmark-only ``PUT /bench/sink/<name>``).
 
 Baseline, same run, same centre process: fifty threads, one ``requests.Session`` each, PUT the same bundles'
 sealed bytes to the sink (streamed to a file, fsynced, renamed, directory fsynced), each thread its kit's
-bundles one after another — once before the kits and once after (drift in the machine's load shows as the
-difference). Per-upload latency: a bare PUT's round trip; a kit's first attempt at a bundle to its
-confirmation (retries and back-off included). Ratio = kits' MB/s / mean of the two bare passes (goal >= 0.8).
+bundles one after another. The run: a **warm-up** round of fifty other kits (not counted: a fresh process's
+first pass runs in memory no bundle has been through yet, and was up to twice as fast as any later pass of the
+same bytes), then ``--rounds`` rounds of (bare pass, kits), each with its own fifty kits, and a last bare pass;
+``sync`` before every timed pass, so none pays for the writeback of the one before. Per-upload latency: a bare
+PUT's round trip; a kit's first attempt at a bundle to its confirmation (retries and back-off included).
+Ratio = all the kits' rounds' MB/s / all the bare passes' MB/s (goal >= 0.8); each round's is given too.
 CPU per upload: this process (the fifty clients; note the kits' own CPU shares the machine with the centre here,
 as real kits would not) and the centre process. ``--processes N``: N centre processes on the one database,
 store and keys (the centre's horizontal form; each its own port, as behind a load balancer), kit i talking to

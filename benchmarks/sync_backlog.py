@@ -16,6 +16,8 @@ Then, against that one process:
      sampled every 0.5 s from /proc;
   3. bare again (brackets drift in the machine's load between the passes).
 
+Each timed pass starts after a ``sync`` (no pass pays for the writeback of the phase before it).
+
 "upload loop" is the journal's earliest ``last_attempt_at`` to its last ``confirmed_at`` (the bare pass's
 equivalent window; latency per bundle: its attempt to its confirmation); "whole process" is spawn to exit
 (interpreter start, scan, heartbeat, roster included). Ratio = sync MB/s / mean of the two bare passes (goal
