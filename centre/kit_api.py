@@ -31,7 +31,7 @@ from .context import Centre
 from .errors import ApiError
 from .ingest import held, sealed_key
 from .kits import Kit, authenticate
-from .storage import DirectoryStorage, StorageError
+from .storage import StorageError
 
 TUS_VERSION = "1.0.0"
 BASE = "/api/v1"
@@ -173,8 +173,7 @@ async def upload_create(request: Request, kit: KitDep,
         if declared == length:
             # every byte, straight into the object's writer as it arrives, hashed on the way; a directory store
             # holds no body in memory, a store that takes whole objects does, so those are bounded
-            streams = isinstance(centre.storage, DirectoryStorage)
-            async with contextlib.nullcontext() if streams else _bodies():
+            async with contextlib.nullcontext() if centre.storage.streams else _bodies():
                 created, state = await _create_streamed(centre, request, kit, length, upload_metadata, checksum)
         else:
             async with _bodies():

@@ -56,6 +56,9 @@ class Writer(Protocol):
 
 
 class Storage(Protocol):
+    # whether writer() keeps what it is given on disk as it goes (else in memory, until commit)
+    streams: bool
+
     def writer(self, key: str) -> Writer:
         """A :class:`Writer` for ``key``."""
 
@@ -103,7 +106,8 @@ class _FileWriter:
         self.tmp = self.path.with_name(f".tmp-{secrets.token_hex(8)}-{self.path.name}")
         try:
             storage._makedirs(self.path.parent)
-            self.fh = open(self.tmp, "xb", buffering=0)  # noqa: SIM115 - closed in commit() or abort()
+            # buffered: its write() writes every byte or raises (a raw file's may write fewer, say on a full disk)
+            self.fh = open(self.tmp, "xb")  # noqa: SIM115 - closed in commit() or abort()
         except OSError as exc:
             raise StorageError(f"object {key}: {exc.strerror or exc}") from exc
 
@@ -116,6 +120,7 @@ class _FileWriter:
 
     def commit(self) -> None:
         try:
+            self.fh.flush()
             os.fsync(self.fh.fileno())
             self.fh.close()
             os.replace(self.tmp, self.path)
@@ -133,6 +138,8 @@ class _FileWriter:
 
 class DirectoryStorage:
     """Objects as files under ``root``."""
+
+    streams = True
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -191,6 +198,8 @@ class DirectoryStorage:
 
 class S3Storage:
     """Objects in an S3-compatible bucket under ``prefix``; credentials from the environment (boto3's chain)."""
+
+    streams = False  # its writer buffers the object, one put at commit
 
     def __init__(self, bucket: str, prefix: str = "", endpoint_url: str = "", region: str = "") -> None:
         import boto3
