@@ -445,13 +445,10 @@ def bare_put(session: Any, url: str, b: KitBundle) -> float:
     return time.perf_counter() - t0
 
 
-def quiesce() -> float:
-    """Flush every dirty page to disk (``sync``) before a timed pass; the seconds it took. Without it a pass pays
-    for the writeback of the phase before it (the kits' 2 GB outbox, the previous pass's objects), and the
-    same pass ran at half speed or full speed depending on what came before it."""
-    t0 = time.perf_counter()
+def quiesce() -> None:
+    """Flush every dirty page to disk (``sync``) before a timed pass: without it a pass also pays for the
+    writeback of the phase before it (the kits' 2 GB outbox, the previous pass's objects)."""
     os.sync()
-    return time.perf_counter() - t0
 
 
 def tempdir(prefix: str) -> tempfile.TemporaryDirectory:

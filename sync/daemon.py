@@ -58,6 +58,11 @@ def read_token(cfg: Config) -> str:
     return token
 
 
+def _is_bundle(name: str) -> bool:
+    """A published bundle's file name (not the spool's temporary ``.tmp-…`` one)."""
+    return name.endswith(SUFFIX) and not name.startswith(".")
+
+
 @dataclass
 class _Due:
     every: float
@@ -107,9 +112,10 @@ class SyncDaemon:
         self._watch()
 
     def _watch(self) -> None:
-        """inotify on the outbox (via watchdog): a bundle published there (renamed in, or written and closed)
-        wakes the loop at once. Only those events: the daemon's own reads of a bundle (its header, its bytes)
-        open and close it too, and a wake on each of those rescanned the whole outbox once per upload."""
+        """inotify on the outbox (via watchdog): a bundle published there (renamed within it, as the spool does,
+        or written and closed, as a copy is) wakes the loop at once. Only those events: the daemon's own reads of
+        a bundle open and close it too, and a wake on each of those rescanned the whole outbox once per upload.
+        A bundle moved in from another directory is found by the next rescan (``sync.rescan_s``)."""
         if self._observer is not None or not self.outbox.is_dir():
             return
         from watchdog.events import FileClosedEvent, FileMovedEvent, FileSystemEventHandler
@@ -119,9 +125,8 @@ class SyncDaemon:
 
         class _Handler(FileSystemEventHandler):
             def on_any_event(self, event: Any) -> None:
-                path = Path(str(getattr(event, "dest_path", "") or event.src_path))
-                if event.event_type in ("moved", "closed") and path.name.endswith(SUFFIX) \
-                        and not path.name.startswith("."):
+                name = Path(str(getattr(event, "dest_path", "") or event.src_path)).name
+                if event.event_type in ("moved", "closed") and _is_bundle(name):
                     wake.set()
 
         try:
@@ -213,7 +218,7 @@ class SyncDaemon:
         statuses = self.state.statuses()
         found = []
         for p in self.outbox.iterdir():
-            if p.name.startswith(".") or not p.name.endswith(SUFFIX) or not p.is_file():
+            if not _is_bundle(p.name) or not p.is_file():
                 continue
             cid = p.name[:-len(SUFFIX)]
             if statuses.get(cid) in ("confirmed", "refused", "conflict", "damaged"):
