@@ -181,6 +181,20 @@ class RssSampler:
         return [kb / 1024 for t, kb in self.samples if since <= t <= until and kb]
 
 
+@dataclass
+class Pass:
+    """One timed pass: bare PUTs, or kits syncing."""
+
+    seconds: float  # the upload window
+    latencies: list[float]  # per upload, seconds
+    client_cpu: float  # seconds: the clients' process (for one sync daemon: its whole process)
+    centre_cpu: float  # seconds of the centre process(es) over the pass
+    mb: float = 0.0  # sealed MB uploaded
+    failed: int = 0  # kits' attempts that failed (retried after back-off)
+    opened_after: float = 0.0  # seconds from the pass's end until the centre had opened every bundle
+    rss: RssSampler | None = None  # the centre's, during the pass
+
+
 def rss_summary(values: list[float]) -> str:
     if not values:
         return "no samples"

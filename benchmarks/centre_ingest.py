@@ -45,6 +45,7 @@ from _bench_centre import (
     MB,
     BenchCentre,
     KitBundle,
+    Pass,
     RssSampler,
     bare_put,
     build_kit,
@@ -114,7 +115,7 @@ def centre_cpu(centre: BenchCentre) -> float:
     return sum(cpu_s(pid) for pid in centre.pids)
 
 
-def bare_pass(centre: BenchCentre, kits: list[list[KitBundle]]) -> tuple[float, list[float], float, float]:
+def bare_pass(centre: BenchCentre, kits: list[list[KitBundle]], mb: float) -> Pass:
     import requests
 
     urls = centre.urls
@@ -130,18 +131,20 @@ def bare_pass(centre: BenchCentre, kits: list[list[KitBundle]]) -> tuple[float, 
         for b in bundles:
             lat.append(bare_put(s, url, b))
 
-    c0, k0 = time.process_time(), centre_cpu(centre)
-    elapsed = concurrently(list(zip(sessions, kits, strict=True)), run)
-    cpu = (time.process_time() - c0, centre_cpu(centre) - k0)
+    with RssSampler(centre.pid) as rss:
+        c0, k0 = time.process_time(), centre_cpu(centre)
+        elapsed = concurrently(list(zip(sessions, kits, strict=True)), run)
+        done = Pass(elapsed, lat, time.process_time() - c0, centre_cpu(centre) - k0, mb, rss=rss)
     for s, _ in sessions:
         s.close()
-    return elapsed, lat, *cpu
+    centre.clear_sink()
+    return done
 
 
 def kits_pass(centre: BenchCentre, prefix: str, names: list[str], tokens: dict[str, str], chunk_mb: float,
-              per_kit: int, limit: float) -> tuple[float, list[float], int, tuple[float, float], RssSampler, float]:
-    """Fifty real SyncDaemons, heartbeat and roster first, then all draining their outboxes at once: (seconds,
-    latencies, failed attempts, (clients' CPU, centre's CPU), the centre's RSS, seconds until all were opened)."""
+              per_kit: int, limit: float, mb: float) -> Pass:
+    """Fifty real SyncDaemons, heartbeat and roster first, then all draining their outboxes at once; then the
+    wait until the centre has opened all their bundles."""
     urls = centre.urls
     daemons = [TimedSync(kit_config(centre.root / name, name, centre.sealing_line, urls[i % len(urls)],
                                     tokens[name], int(chunk_mb * MB))) for i, name in enumerate(names)]
@@ -157,13 +160,13 @@ def kits_pass(centre: BenchCentre, prefix: str, names: list[str], tokens: dict[s
         with RssSampler(centre.pid) as rss:
             c0, k0 = time.process_time(), centre_cpu(centre)
             synced = concurrently(daemons, lambda d: d.settle(limit))
-            cpu = (time.process_time() - c0, centre_cpu(centre) - k0)
-            opened_after = centre.wait_opened(prefix, len(names) * per_kit)
+            done = Pass(synced, [x for d in daemons for x in d.latency], time.process_time() - c0,
+                        centre_cpu(centre) - k0, mb, sum(d.failed_attempts for d in daemons), rss=rss)
+        done.opened_after = centre.wait_opened(prefix, len(names) * per_kit)
     finally:
         for d in daemons:
             d.close()
-    return synced, [x for d in daemons for x in d.latency], sum(d.failed_attempts for d in daemons), cpu, rss, \
-        opened_after
+    return done
 
 
 def main() -> None:
@@ -199,26 +202,22 @@ def main() -> None:
             mbs = [sum(b.length for k in ks for b in k) / MB for ks in kits]  # each set draws its own sizes
             n = sum(len(k) for k in kits[1])
 
-            warm = kits_pass(centre, "kit-w0c", sets[0], tokens, args.chunk_mb, args.per_kit, args.limit)
-            bare: list[tuple] = []
-            synced: list[tuple] = []
+            warm = kits_pass(centre, "kit-w0c", sets[0], tokens, args.chunk_mb, args.per_kit, args.limit, mbs[0])
+            bare: list[Pass] = []
+            synced: list[Pass] = []
             for r in range(1, args.rounds + 1):
-                with RssSampler(centre.pid) as rss:
-                    bare.append((*bare_pass(centre, kits[r]), rss, mbs[r]))
-                centre.clear_sink()
-                synced.append((*kits_pass(centre, f"kit-w{r}c", sets[r], tokens, args.chunk_mb, args.per_kit,
-                                          args.limit), mbs[r]))
-            with RssSampler(centre.pid) as rss:
-                bare.append((*bare_pass(centre, kits[args.rounds]), rss, mbs[args.rounds]))
-            centre.clear_sink()
+                bare.append(bare_pass(centre, kits[r], mbs[r]))
+                synced.append(kits_pass(centre, f"kit-w{r}c", sets[r], tokens, args.chunk_mb, args.per_kit,
+                                        args.limit, mbs[r]))
+            bare.append(bare_pass(centre, kits[args.rounds], mbs[args.rounds]))
             held = centre.count_stored("kit-w")
     load1 = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     expect = n * (args.rounds + 1)
-    if held != expect or any(len(s[1]) != n for s in synced) or len(warm[1]) != n:
+    if held != expect or any(len(p.latencies) != n for p in [warm, *synced]):
         raise SystemExit(f"the centre holds {held} of {expect} bundles")
 
-    bare_mbs = sum(b[5] for b in bare) / sum(b[0] for b in bare)
-    kits_mbs = sum(s[6] for s in synced) / sum(s[0] for s in synced)
+    bare_mbs = sum(p.mb for p in bare) / sum(p.seconds for p in bare)
+    kits_mbs = sum(p.mb for p in synced) / sum(p.seconds for p in synced)
     print(f"{args.kits} kits x {args.per_kit} bundles = {n} uploads a round, {statistics.mean(mbs):.0f} MB sealed"
           f" (mean {sum(mbs) / n / len(mbs):.2f} MB; photo = random bytes), chunk {args.chunk_mb:g} MB;"
           f" {args.rounds + 1} sets of kits built in {build_s:.1f} s;"
@@ -227,31 +226,30 @@ def main() -> None:
     print(f"  {'':40} {'time s':>7} {'MB/s':>7} {'uploads/s':>9} {'median s':>8} {'p99 s':>7} {'ratio':>6}"
           "   CPU ms per upload: clients  centre")
 
-    def row(name: str, t: float, mb: float, lat: list[float], cpu: tuple[float, float] | list[float]) -> None:
-        print(f"  {name:<40} {t:7.1f} {mb / t:7.1f} {len(lat) / t:9.1f} {statistics.median(lat):8.2f}"
-              f" {pct(lat, 99):7.2f} {mb / t / bare_mbs:6.2f} {cpu[0] * 1000 / len(lat):26.1f}"
-              f" {cpu[1] * 1000 / len(lat):7.1f}")
+    def row(name: str, p: Pass) -> None:
+        lat, t = p.latencies, p.seconds
+        print(f"  {name:<40} {t:7.1f} {p.mb / t:7.1f} {len(lat) / t:9.1f} {statistics.median(lat):8.2f}"
+              f" {pct(lat, 99):7.2f} {p.mb / t / bare_mbs:6.2f} {p.client_cpu * 1000 / len(lat):26.1f}"
+              f" {p.centre_cpu * 1000 / len(lat):7.1f}")
 
-    wt, wl, _, wcpu, _, _ = warm
-    row(f"warm-up: {args.kits} kits (not counted)", wt, mbs[0], wl, wcpu)
+    row(f"warm-up: {args.kits} kits (not counted)", warm)
     for r in range(args.rounds + 1):
-        t, lat, c_cpu, k_cpu, _, mb = bare[r]
-        row(f"{args.kits} bare concurrent PUTs, pass {r + 1}", t, mb, lat, (c_cpu, k_cpu))
+        row(f"{args.kits} bare concurrent PUTs, pass {r + 1}", bare[r])
         if r < args.rounds:
-            t, lat, _, cpu, _, _, mb = synced[r]
-            row(f"{args.kits} kits' SyncDaemons, round {r + 1}", t, mb, lat, cpu)
-    all_lat = [x for s in synced for x in s[1]]
-    bare_lat = [x for b in bare for x in b[1]]
+            row(f"{args.kits} kits' SyncDaemons, round {r + 1}", synced[r])
+    all_lat = [x for p in synced for x in p.latencies]
+    bare_lat = [x for p in bare for x in p.latencies]
     print(f"  all bare passes: {bare_mbs:.1f} MB/s, median {statistics.median(bare_lat):.2f} s, p99"
           f" {pct(bare_lat, 99):.2f} s; all kits' rounds: {kits_mbs:.1f} MB/s, median {statistics.median(all_lat):.2f}"
           f" s, p99 {pct(all_lat, 99):.2f} s: ratio {kits_mbs / bare_mbs:.2f} (goal >= 0.8)")
-    print(f"  kits' failed attempts (retried after back-off): {sum(s[2] for s in synced)}")
+    print(f"  kits' failed attempts (retried after back-off): {sum(p.failed for p in synced)}")
     print("  every bundle opened by the centre (stored, with its capture) within"
-          f" {max(s[5] for s in synced):.1f} s after its round's kits were done (opening follows the confirmation,"
-          " centre/opener.py; it is deferred while uploads arrive, so the CPU above is mostly receiving)")
+          f" {max(p.opened_after for p in synced):.1f} s after its round's kits were done (opening follows the"
+          " confirmation, centre/opener.py; it is deferred while uploads arrive, so the CPU above is mostly"
+          " receiving)")
     which = " (the first of them)" if args.processes > 1 else ""
-    print(f"  RSS centre{which} during the kits' rounds: {rss_summary([v for s in synced for v in s[4].mb()])}")
-    print(f"  RSS centre during the bare passes:  {rss_summary([v for b in bare for v in b[4].mb()])}")
+    print(f"  RSS centre{which} during the kits' rounds: {rss_summary([v for p in synced for v in p.rss.mb()])}")
+    print(f"  RSS centre during the bare passes:  {rss_summary([v for p in bare for v in p.rss.mb()])}")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,6 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -47,6 +46,7 @@ from _bench_centre import (
     MB,
     REPO,
     BenchCentre,
+    Pass,
     RssSampler,
     bare_put,
     build_kit,
@@ -63,14 +63,6 @@ from _bench_centre import (
 
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-@dataclass
-class Pass:
-    seconds: float  # the upload window
-    latencies: list[float]
-    client_cpu: float  # seconds: this process (bare) or the sync daemon's whole process (sync)
-    centre_cpu: float  # seconds of the centre process over the pass
 
 
 def bare_pass(centre: BenchCentre, bundles: list) -> Pass:
