@@ -70,13 +70,11 @@ class TimedSync(SyncDaemon):
         self.latency: list[float] = []
         self.failed_attempts = 0
 
-    def upload(self, *cids: str) -> None:
-        now = time.perf_counter()
-        for cid in cids:
-            self.first.setdefault(cid, now)
-        super().upload(*cids)
+    def _send(self, slot: int, cid: str, bundle, url):  # (in an upload thread: its start is the attempt's)
+        self.first.setdefault(cid, time.perf_counter())
+        return super()._send(slot, cid, bundle, url)
 
-    def _confirmed(self, cid: str, done) -> None:  # (recorded once the round of parallel uploads is back)
+    def _confirmed(self, cid: str, done) -> None:  # (recorded by the loop as soon as the upload is back)
         super()._confirmed(cid, done)
         self.latency.append(time.perf_counter() - self.first[cid])
 

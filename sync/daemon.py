@@ -1,11 +1,13 @@
 """The sync daemon: outbox -> centre, exactly once, over whatever network there is (``capturekit sync``).
 
-One loop, one thread (plus watchdog's observer, which only wakes the loop). Each turn it does the one
-thing that is due: a rescan of the outbox (at start, every ``sync.rescan_s``, and whenever the inotify
-observer saw a new bundle — the rescan is the truth, inotify may drop events), a heartbeat, a roster
-pull, or the upload of the **oldest** pending bundle; otherwise it sleeps until the next thing is due or
-the observer wakes it. It knows nothing of the camera: it reads sealed bundle files and writes only its
-own journal rows (:mod:`sync.state`), each in its own short transaction.
+One loop (plus watchdog's observer, which only wakes it, and with ``sync.parallel_uploads`` > 1 a pool of
+upload threads). Each turn it does the one thing that is due: a rescan of the outbox (at start, every
+``sync.rescan_s``, and whenever the inotify observer saw a new bundle — the rescan is the truth, inotify may
+drop events), a heartbeat, a roster pull, or uploads: the **oldest** pending bundles go out on the upload
+clients, each taking the next as soon as its own is back (a sliding window); the loop records every outcome.
+Otherwise it sleeps until the next thing is due or the observer wakes it. It knows nothing of the camera: it
+reads sealed bundle files and writes only its own journal rows (:mod:`sync.state`), each in its own short
+transaction.
 
 Failures back off exponentially with jitter (``sync.backoff_initial_s`` doubling to ``backoff_max_s``),
 honour a centre's ``Retry-After``, and cost one log line per back-off step. A bundle counts as uploaded
@@ -23,7 +25,7 @@ import random
 import shutil
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -86,11 +88,20 @@ class SyncDaemon:
         token = read_token(cfg)
         # one client (one connection) per upload in flight; a bandwidth cap is shared out between them
         caps = Capabilities()  # the centre's tus OPTIONS answer, asked by one client for all
-        self._centres = [Centre(s.centre_url, token, s.connect_timeout_s, s.inactivity_timeout_s, s.chunk_bytes,
-                                s.bandwidth_kbps * 1000 / 8 / s.parallel_uploads, s.ca_file,
-                                on_progress=self._progress, capabilities=caps) for _ in range(s.parallel_uploads)]
-        self.centre = self._centres[0]  # heartbeats, roster, keys, and the oldest bundle of each round
-        self._pool = ThreadPoolExecutor(s.parallel_uploads - 1, "upload") if s.parallel_uploads > 1 else None
+
+        def client() -> Centre:
+            return Centre(s.centre_url, token, s.connect_timeout_s, s.inactivity_timeout_s, s.chunk_bytes,
+                          s.bandwidth_kbps * 1000 / 8 / s.parallel_uploads, s.ca_file, on_progress=self._progress,
+                          capabilities=caps)
+
+        self._centres = [client() for _ in range(s.parallel_uploads)]
+        # heartbeats, roster and keys: the one upload client when uploads run in the loop's thread, else a
+        # client of their own (the upload clients are busy in the pool's threads)
+        self.centre = self._centres[0] if s.parallel_uploads == 1 else client()
+        self._pool = ThreadPoolExecutor(s.parallel_uploads, "upload") if s.parallel_uploads > 1 else None
+        self._free = list(range(s.parallel_uploads))[::-1]  # upload clients not in use (popped from the end)
+        self._inflight: dict[Future, tuple[int, str, Bundle]] = {}  # in launch order: slot, capture id, bundle
+        self._rank: dict[str, int] = {}  # capture id -> its bundle's mtime (oldest first)
         self.outbox = cfg.data_path / "spool" / "outbox"
         self.rescan = _Due(s.rescan_s)
         self.heart = _Due(s.heartbeat_s)
@@ -99,6 +110,7 @@ class SyncDaemon:
         self._stop = False
         self._failures = 0  # consecutive failed contacts with the centre
         self._resume_at = 0.0  # monotonic: no upload before this (back-off)
+        self._throttled_until = 0.0  # monotonic: the centre's Retry-After (a confirmation does not cut it short)
         self._pending: list[str] = []
         self._observer: Any = None
         self.exit_code: int | None = None
@@ -148,9 +160,16 @@ class SyncDaemon:
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)
+        if self._inflight and hasattr(self, "state"):
+            # uploads in flight finish (their connect and inactivity timeouts bound them) and are recorded; one
+            # left unrecorded would be safe too (the next start resumes it, or the centre says it has it)
+            try:
+                self._record(wait(list(self._inflight)).done)
+            except StorageError as exc:
+                log.error("uploads in flight at the stop not recorded: %s", exc)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
-        for c in self._centres:
+        for c in {id(c): c for c in [*self._centres, self.centre]}.values():
             c.close()
         if hasattr(self, "state"):
             self.state.close()
@@ -181,7 +200,7 @@ class SyncDaemon:
             self.scan()
             self.rescan.done(now)
             return "scan"
-        online = now >= self._resume_at
+        online = now >= max(self._resume_at, self._throttled_until)
         if online and self.heart.due(now):
             self.heart.done(now)
             self._contact(self.heartbeat, "heartbeat")
@@ -190,23 +209,22 @@ class SyncDaemon:
             self.rost.done(now)
             self._contact(self.roster, "roster")
             return "roster"
-        if online and self._pending:
-            self.upload(*self._pending[:len(self._centres)])
-            return "upload"
-        wait = min(self.rescan.at, self.heart.at, self.rost.at) - now
+        due = min(self.rescan.at, self.heart.at, self.rost.at) - now
+        if (online and self._pending) or self._inflight:
+            return self.upload(online, max(0.05, min(due, 5.0)))
         if self._pending or not online:
-            wait = min(wait, self._resume_at - now)
-        self._wake.wait(max(0.05, min(wait, 5.0)))  # short enough to keep pinging systemd
+            due = min(due, max(self._resume_at, self._throttled_until) - now)
+        self._wake.wait(max(0.05, min(due, 5.0)))  # short enough to keep pinging systemd
         return "wait"
 
     def settle(self, limit: float = 120.0) -> None:
         """Run until nothing is pending (tests, benchmarks): every bundle confirmed or given up on."""
         deadline = time.monotonic() + limit
         self.scan()
-        while self._pending and time.monotonic() < deadline and self.exit_code is None:
+        while (self._pending or self._inflight) and time.monotonic() < deadline and self.exit_code is None:
             self.step()
-        if self._pending:
-            raise TimeoutError(f"{len(self._pending)} bundles still pending after {limit} s")
+        if self._pending or self._inflight:
+            raise TimeoutError(f"{len(self._pending) + len(self._inflight)} bundles still pending after {limit} s")
 
     # ---- outbox
     def scan(self) -> None:
@@ -216,12 +234,13 @@ class SyncDaemon:
             self._pending = []
             return
         statuses = self.state.statuses()
+        busy = {cid for _, cid, _ in self._inflight.values()}
         found = []
         for p in self.outbox.iterdir():
             if not _is_bundle(p.name) or not p.is_file():
                 continue
             cid = p.name[:-len(SUFFIX)]
-            if statuses.get(cid) in ("confirmed", "refused", "conflict", "damaged"):
+            if cid in busy or statuses.get(cid) in ("confirmed", "refused", "conflict", "damaged"):
                 continue
             try:
                 mtime = p.stat().st_mtime_ns
@@ -237,6 +256,7 @@ class SyncDaemon:
                 self.state.final(cid, "damaged", str(exc))
                 continue
             found.append((mtime, cid))
+        self._rank = {cid: mtime for mtime, cid in found}
         self._pending = [cid for _, cid in sorted(found)]
 
     def _bundle(self, cid: str) -> Bundle | None:
@@ -260,40 +280,60 @@ class SyncDaemon:
         do not: a card that damaged them, or bytes damaged on the way)."""
         return sha256_from(bundle.path, bundle.offset) == bundle.sha256
 
-    def upload(self, *cids: str) -> None:
-        """Upload these bundles at once, one per client (create or resume each), then record each outcome in
-        order; any failure puts the failed ones back at the head of the queue and backs off once."""
-        jobs = []
-        for cid in cids:
-            self._pending.remove(cid)
+    def upload(self, launch: bool = True, timeout: float = 5.0) -> str:
+        """Start the oldest pending bundles on the free upload clients (``launch``: not while backing off), then
+        wait up to ``timeout`` for one in flight to finish and record what finished: ``"upload"``, or
+        ``"sending"`` if nothing has yet. A sliding window: each client takes the next bundle as soon as its own
+        is done, never waiting for the other's (a slow bundle does not hold the queue behind it)."""
+        if launch:
+            self._launch()
+        if not self._inflight:
+            return "upload"  # (what was pending had vanished or was damaged)
+        done = wait(list(self._inflight), timeout, return_when=FIRST_COMPLETED).done
+        if not done:
+            return "sending"
+        self._record(done)
+        return "upload"
+
+    def _launch(self) -> None:
+        while self._pending and self._free:
+            cid = self._pending.pop(0)
             bundle = self._bundle(cid)
-            if bundle is not None:
-                self.state.attempt(cid)
-                jobs.append((cid, bundle, self.state.upload_url(cid)))
-        if not jobs:
-            return
+            if bundle is None:
+                continue
+            self.state.attempt(cid)
+            slot = self._free.pop()
+            job = (slot, cid, bundle, self.state.upload_url(cid))
+            if self._pool is None:  # one at a time: in the loop's own thread
+                fut: Future = Future()
+                fut.set_result(self._send(*job))
+            else:
+                fut = self._pool.submit(self._send, *job)
+            self._inflight[fut] = (slot, cid, bundle)
 
-        def send(i: int, cid: str, bundle: Bundle, url: str | None) -> Confirmation | Exception:
-            try:
-                return self._centres[i].upload(bundle, url, lambda new: self.state.remember_url(cid, new))
-            except Exception as exc:  # recorded below, in the loop's thread, like every other outcome
-                return exc
+    def _send(self, slot: int, cid: str, bundle: Bundle, url: str | None) -> Confirmation | Exception:
+        try:
+            return self._centres[slot].upload(bundle, url, lambda new: self.state.remember_url(cid, new))
+        except Exception as exc:  # recorded in the loop's thread, like every other outcome
+            return exc
 
-        assert self._pool is not None or len(jobs) == 1
-        later = [self._pool.submit(send, i, *job) for i, job in enumerate(jobs[1:], start=1)] if self._pool else []
-        outcomes = [send(0, *jobs[0]), *(f.result() for f in later)]
-        again: list[str] = []
+    def _record(self, done: set[Future]) -> None:
+        """Record finished uploads in launch order; failed ones go back to the queue, oldest first, and the loop
+        backs off once for them (not once per upload in flight, nor again while it is backing off already)."""
         failure: CentreError | None = None
-        for (cid, bundle, _), outcome in zip(jobs, outcomes, strict=True):
+        for fut in [f for f in self._inflight if f in done]:
+            slot, cid, bundle = self._inflight.pop(fut)
+            self._free.append(slot)
+            outcome = fut.result()
             if isinstance(outcome, Confirmation):
                 self._confirmed(cid, outcome)
                 continue
             retry = self._failed(cid, bundle, outcome)
             if retry is not None:
-                again.append(cid)
+                self._pending.append(cid)
+                self._pending.sort(key=lambda c: self._rank.get(c, 0))
                 failure = failure or retry
-        if failure is not None:
-            self._pending[:0] = again  # oldest first, still
+        if failure is not None and time.monotonic() >= self._resume_at:
             self._back_off(failure)
 
     def _confirmed(self, cid: str, done: Confirmation) -> None:
@@ -337,6 +377,7 @@ class SyncDaemon:
         delay = min(s.backoff_max_s, s.backoff_initial_s * 2 ** (self._failures - 1)) * self.rng.uniform(0.5, 1.5)
         if isinstance(exc, Throttled) and exc.retry_after is not None:
             delay = min(s.backoff_max_s, max(exc.retry_after, 0.1))
+            self._throttled_until = time.monotonic() + delay
         if isinstance(exc, AuthFailed):
             delay = s.backoff_max_s
         self._resume_at = time.monotonic() + delay

@@ -291,7 +291,7 @@ def test_a_revoked_kit_stops_and_says_why(kit_config, centre):
     cfg = syncing(classroom(dataclasses.replace(kit_config, kit_id="kit-revoked"), n=2), centre)
     centre.cli("revoke-kit", cfg.kit_id)
     with running(cfg) as d:
-        while d.step() != "upload":
+        while d.step() != "upload" or d._inflight:  # every upload in flight answered
             pass
         assert "401" in d.state.get("last_error")["error"] and set(uploads(cfg).values()) == {"pending"}
 
@@ -336,19 +336,51 @@ def test_the_state_lives_in_the_journal_only(kit_config, centre):
 
 
 def test_two_uploads_in_flight_oldest_first_each_on_its_own_connection(kit_config, centre):
-    """One round sends the two oldest bundles at once; both are confirmed, the rest wait their turn."""
+    """The two oldest bundles go out at once, each on its own client; the rest wait their turn."""
     cfg = syncing(classroom(kit_config, n=4), centre, parallel_uploads=2)
     with running(cfg) as d:
         d.scan()
         oldest = d._pending[:2]
-        assert len(d._centres) == 2 and d._centres[0].session is not d._centres[1].session
+        sessions = {id(c.session) for c in [*d._centres, d.centre]}
+        assert len(d._centres) == 2 and len(sessions) == 3  # two upload clients and the heartbeats' own
         while d.step() != "upload":
             pass
         status = uploads(cfg)
-        assert d.uploaded == 2 and [status[c] for c in oldest] == ["confirmed", "confirmed"]
+        busy = {cid for _, cid, _ in d._inflight.values()}
+        confirmed = {c for c, s in status.items() if s == "confirmed"}
+        assert confirmed and confirmed | busy == set(oldest) and d.uploaded == len(confirmed)
         assert all(status[c] == "pending" for c in d._pending) and d._pending
         drain(d)
     assert_exactly_once(cfg, centre)
+
+
+def test_a_slow_bundle_does_not_hold_up_the_ones_behind_it(kit_config, centre):
+    """A sliding window: while the oldest bundle crawls over a slow link on one client, the other client sends
+    every newer one; each client takes the next bundle as soon as its own is confirmed."""
+    import os
+
+    from appliance.bundle import CentreKey
+    from appliance.spool import Spool
+
+    cfg = classroom(kit_config, n=4)
+    journal_id = sorted(outbox(cfg))[0].split("-")[-3]
+    big = f"{cfg.kit_id}-{journal_id}-000900-01"
+    sp = Spool(cfg.data_path / "spool", CentreKey.parse(cfg.sealing.public_keys[0]))
+    ident = {"kit_id": cfg.kit_id, "journal_id": journal_id, "shot": 900, "frame": 1}
+    path = sp.write_bundle(big, ident, {"capture_id": big}, b"\xff\xd8" + os.urandom(1_500_000)).path
+    os.utime(path, ns=(1, 1))  # the oldest in the outbox: sent first
+    with fp.FaultProxy(("127.0.0.1", centre.port)) as proxy:
+        cfg = syncing(cfg, centre, url=proxy.url, parallel_uploads=2)
+        proxy.set(fp.slow(600_000))  # each connection: ~2.5 s for the big one, a fraction of that for the others
+        with running(cfg) as d:
+            d.scan()
+            assert d._pending[0] == big
+            drain(d)
+    db = sqlite3.connect(f"file:{cfg.data_path / 'journal.sqlite'}?mode=ro", uri=True)
+    at = dict(db.execute("SELECT capture_id, confirmed_at FROM uploads"))
+    db.close()
+    others = [c for c in at if c != big]
+    assert len(others) >= 4 and all(at[c] < at[big] for c in others), at
 
 
 def test_reading_bundles_does_not_wake_the_loop_and_publishing_one_does(kit_config, centre, room):

@@ -117,7 +117,7 @@ def test_staff_plan_a_shoot_and_watch_the_classroom_arrive(sqlite_site, page, ki
         total = len(daemon._pending)
         seen = []
         for batch_end in (total // 2, total):  # half the backlog, then the rest: the board follows each
-            while daemon.uploaded < batch_end:
+            while daemon.uploaded < batch_end or daemon._inflight:  # (none left landing behind the board's back)
                 daemon.step()
             site.server.opened()
             want = distinct_students_shot(site, kit)
