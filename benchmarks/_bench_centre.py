@@ -419,9 +419,10 @@ def build_kit(data_dir: Path, kit_id: str, n: int, mb: float, sealing_line: str,
     return out
 
 
-def kit_config(data_dir: Path, kit_id: str, sealing_line: str, url: str, token: str, chunk_bytes: int) -> Any:
+def kit_config(data_dir: Path, kit_id: str, sealing_line: str, url: str, token: str, chunk_bytes: int,
+               parallel: int = 0) -> Any:
     """The kit's configuration for the sync daemon (rescan, heartbeat and roster an hour apart: one each at
-    start, as a kit that just came online does)."""
+    start, as a kit that just came online does); ``parallel``: ``sync.parallel_uploads`` (0: the default)."""
     import dataclasses
 
     from appliance.config import Config
@@ -430,7 +431,8 @@ def kit_config(data_dir: Path, kit_id: str, sealing_line: str, url: str, token: 
     return dataclasses.replace(
         cfg, sealing=dataclasses.replace(cfg.sealing, public_keys=(sealing_line,)),
         sync=dataclasses.replace(cfg.sync, centre_url=url, token=token, chunk_bytes=chunk_bytes, rescan_s=3600,
-                                 heartbeat_s=3600, roster_s=3600))
+                                 heartbeat_s=3600, roster_s=3600,
+                                 parallel_uploads=parallel or cfg.sync.parallel_uploads))
 
 
 def kit_toml(path: Path, cfg: Any) -> Path:
