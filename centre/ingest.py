@@ -21,6 +21,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,19 @@ from .sealing import BundleRefused, KeyRing, Opened, open_bundle
 from .storage import Storage
 
 log = logging.getLogger("capturekit.centre.ingest")
+
+
+SEEN_EVERY_S = 30.0  # a kit's last_seen_at is moved on by its uploads at most this often (per process)
+_seen: dict[int, float] = {}  # kit id -> monotonic time this process last wrote its last_seen_at
+
+
+def _kit_seen(conn: Connection, kit_id: int, now: dt.datetime) -> None:
+    """``kits.last_seen_at = now``, at most every SEEN_EVERY_S per kit and process: a burst of uploads does not
+    write (and lock) the kit's row once per bundle; the board calls a kit silent after minutes, not seconds."""
+    t = time.monotonic()
+    if t - _seen.get(kit_id, -SEEN_EVERY_S) >= SEEN_EVERY_S:
+        _seen[kit_id] = t
+        conn.execute(update(kits).where(kits.c.id == kit_id).values(last_seen_at=now))
 
 
 @dataclass(frozen=True)
@@ -200,7 +214,7 @@ def _receive_whole(engine: Engine, kit_id: int, upload_id: str, capture_id: str,
                     conn.execute(bundles.insert().values(capture_id=capture_id, kit_id=kit_id, upload_id=upload_id,
                                                          sha256=sha, size=size, object_key=key, header=header,
                                                          status="received", received_at=now, open_after=now))
-                    conn.execute(update(kits).where(kits.c.id == kit_id).values(last_seen_at=now))
+                    _kit_seen(conn, kit_id, now)
                     return Stored(capture_id, sha, "received", None, upload_id)
         except IntegrityError:  # another process committed the same capture id first
             with engine.connect() as conn:
@@ -235,7 +249,7 @@ def _commit(conn: Connection, upload: Any, sha: str, key: str) -> Stored | ApiEr
                                          sha256=sha, size=upload.length, object_key=key, header=upload.header,
                                          status="received", received_at=now, open_after=now))
     conn.execute(delete(upload_chunks).where(upload_chunks.c.upload_id == upload.id))
-    conn.execute(update(kits).where(kits.c.id == upload.kit_id).values(last_seen_at=now))
+    _kit_seen(conn, upload.kit_id, now)
     return Stored(upload.capture_id, sha, "received", None, upload.id)
 
 
