@@ -376,3 +376,19 @@ def test_sample_portrait_variants_and_cache() -> None:
 
 if __name__ == "__main__":
     print(format_tables())
+
+
+def test_the_package_names_load_on_first_use_and_assess_is_the_function() -> None:
+    """appliance.qc loads its checks lazily (the sync daemon must not load OpenCV); whichever name comes first,
+    ``assess`` is the function, not the submodule of the same name."""
+    import subprocess
+
+    for first in ("CHECK_NAMES", "lores_to_rgb", "assess"):
+        probe = (f"import sys; from appliance.qc import {first}; from appliance.qc import assess;"
+                 " import appliance.qc as q; print(callable(assess), callable(q.assess), 'cv2' in sys.modules)")
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parents[1]).stdout.split()
+        assert out == ["True", "True", "True"], (first, out)
+    out = subprocess.run([sys.executable, "-c", "import sys, appliance.qc.config; print('cv2' in sys.modules)"],
+                         capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "False"

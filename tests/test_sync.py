@@ -426,3 +426,16 @@ def test_one_request_per_bundle_and_one_tus_options_per_daemon(kit_config, centr
     finally:
         db.close()
     assert_exactly_once(cfg, centre)
+
+
+def test_the_sync_daemon_loads_no_camera_or_image_library():
+    """Sync reads the kit's configuration (which names the QC settings) but never OpenCV, Pillow or the face
+    models: ~18 MB of RSS and an import time a Pi pays for nothing."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, sync.daemon, appliance.cli; print(sorted(m for m in ('cv2', 'PIL', 'mediapipe',"
+             " 'picamera2', 'appliance.qc.assess') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+    assert out == "[]"
