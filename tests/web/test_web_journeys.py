@@ -117,8 +117,10 @@ def test_staff_plan_a_shoot_and_watch_the_classroom_arrive(sqlite_site, page, ki
         total = len(daemon._pending)
         seen = []
         for batch_end in (total // 2, total):  # half the backlog, then the rest: the board follows each
-            while daemon.uploaded < batch_end or daemon._inflight:  # (none left landing behind the board's back)
+            while daemon.uploaded < batch_end:
                 daemon.step()
+            while daemon._inflight:  # those still in flight land now, not behind the board's back; none started
+                daemon.upload(launch=False)
             site.server.opened()
             want = distinct_students_shot(site, kit)
             deadline = time.monotonic() + 20
